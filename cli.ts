@@ -1,0 +1,338 @@
+/**
+ * The command line: parses arguments, loads the secret, and wires the server or the client to the
+ * terminal. The only module that talks to the user; `main.ts` and `bin/` only call {@linkcode runCli}.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { writeAll } from "./_io.ts";
+import { ChallengeError } from "./handshake.ts";
+import { connect, HandshakeRejectedError, relay, ServerHungUpError } from "./client.ts";
+import { type Logger, StderrLogger } from "./log.ts";
+import { loadSecret, SECRET_ENV_VAR, SecretError } from "./secret.ts";
+import {
+  DEFAULT_GRACE_PERIOD_MS,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_HOSTNAME,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_PORT,
+  formatAddr,
+  serve,
+} from "./server.ts";
+import denoConfig from "./deno.json" with { type: "json" };
+
+/** Exit status: success. */
+const EXIT_OK = 0;
+/** Exit status: the run failed (rejected, unreachable, port taken). */
+const EXIT_FAILURE = 1;
+/** Exit status: the command line or the configuration is wrong. */
+const EXIT_USAGE = 2;
+
+const USAGE = `hmac-echo ${denoConfig.version}: an upper-casing echo server behind an HMAC challenge
+
+Usage:
+  hmac-echo serve   [--host H] [--port P] [--secret-file F] [--handshake-timeout S]
+                    [--max-connections N] [--quiet]
+  hmac-echo connect [--host H] [--port P] [--secret-file F] [--message TEXT]
+  hmac-echo --help | --version
+
+serve options:
+  --host H                 address to listen on (default ${DEFAULT_HOSTNAME})
+  --port P                 port to listen on, 0 for any free one (default ${DEFAULT_PORT})
+  --secret-file F          file holding the shared secret (see "The secret" below)
+  --handshake-timeout S    seconds a client has to answer the challenge (default ${
+  DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000
+})
+  --max-connections N      connections served at once; more are closed at once (default ${DEFAULT_MAX_CONNECTIONS})
+  --quiet                  log only warnings and errors, not every connection
+
+connect options:
+  --host H, --port P       the server (default ${DEFAULT_HOSTNAME}:${DEFAULT_PORT})
+  --secret-file F          file holding the shared secret
+  --message TEXT           send TEXT, print the reply, exit
+  Without --message: from a terminal, an interactive session (Ctrl-D ends it); from a pipe,
+  stdin is streamed to the server and the replies to stdout.
+
+The secret (never on the command line, where other users could see it in ps):
+  1. the content of --secret-file F (one trailing newline ignored), if given; else
+  2. the UTF-8 bytes of the ${SECRET_ENV_VAR} environment variable, if set; else
+  3. the default file $XDG_CONFIG_HOME/hmac-echo/secret (or ~/.config/hmac-echo/secret),
+     which "serve" creates with a random secret if it does not exist.
+
+Exit status: 0 success, 1 failure (rejected, unreachable, port in use), 2 usage or secret error.
+`;
+
+/** Thrown for a command line that makes no sense; printed with a pointer to --help. */
+class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/**
+ * Runs the program with `args` (without the program name) and returns its exit status.
+ *
+ * @example
+ * ```ts ignore
+ * Deno.exit(await runCli(Deno.args));
+ * ```
+ */
+export async function runCli(args: string[]): Promise<number> {
+  try {
+    const [command, ...rest] = args;
+    switch (command) {
+      case "serve":
+        return await runServe(rest);
+      case "connect":
+        return await runConnect(rest);
+      case "--help":
+      case "-h":
+      case "help":
+        await writeOut(USAGE);
+        return EXIT_OK;
+      case "--version":
+      case "-V":
+        await writeOut(`hmac-echo ${denoConfig.version}\n`);
+        return EXIT_OK;
+      case undefined:
+        throw new UsageError("Missing command: serve or connect");
+      default:
+        throw new UsageError(`Unknown command "${command}": use serve or connect`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      printError(`${error.message}. Run "hmac-echo --help" for usage.`);
+      return EXIT_USAGE;
+    }
+    if (error instanceof SecretError) {
+      printError(error.message);
+      return EXIT_USAGE;
+    }
+    printError(`Unexpected error: ${error instanceof Error ? error.message : String(error)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+const COMMON_OPTIONS = {
+  host: { type: "string" },
+  port: { type: "string" },
+  "secret-file": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+function parse<const T extends Record<string, { type: "string" | "boolean"; short?: string }>>(
+  args: string[],
+  options: T,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    // node:util's messages name the offending flag; drop its trailing advice about "--" forms.
+    const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw new UsageError(message.replace(/\.$/, ""));
+  }
+}
+
+async function runServe(args: string[]): Promise<number> {
+  const values = parse(args, {
+    ...COMMON_OPTIONS,
+    "handshake-timeout": { type: "string" },
+    "max-connections": { type: "string" },
+    quiet: { type: "boolean" },
+  });
+  if (values.help) {
+    await writeOut(USAGE);
+    return EXIT_OK;
+  }
+  const hostname = values.host ?? DEFAULT_HOSTNAME;
+  const port = parsePort(values.port);
+  const handshakeTimeoutMs = 1000 *
+    parseNumber("--handshake-timeout", values["handshake-timeout"], {
+      fallback: DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
+      integer: false,
+    });
+  const maxConnections = parseNumber("--max-connections", values["max-connections"], {
+    fallback: DEFAULT_MAX_CONNECTIONS,
+    integer: true,
+  });
+  const logger = new StderrLogger({ quiet: values.quiet });
+
+  const loaded = await loadSecret({
+    secretFile: values["secret-file"],
+    createDefault: true,
+    getEnv: (name) => Deno.env.get(name),
+  });
+  if (loaded.created) {
+    logger.log("notice", "secret-created", {
+      path: loaded.source.replace(/^file /, ""),
+      note: "a new random secret; clients on this machine find it there",
+    });
+  }
+  for (const warning of loaded.warnings) logger.log("warn", "secret-warning", { warning });
+
+  let server;
+  try {
+    server = await serve({
+      secret: loaded.secret,
+      hostname,
+      port,
+      handshakeTimeoutMs,
+      maxConnections,
+      logger,
+    });
+  } catch (error) {
+    printError(describeListenError(error, hostname, port));
+    return EXIT_FAILURE;
+  }
+  // The secret is loaded and the port bound: a network-facing process needs no files or
+  // environment from here on, so give those permissions back.
+  for (const name of ["read", "write", "env"] as const) Deno.permissions.revokeSync({ name });
+
+  logger.log("notice", "listening", {
+    address: formatAddr(server.addr),
+    secret: loaded.source,
+    maxConnections,
+    handshakeTimeoutMs,
+  });
+  await waitForShutdownSignal(logger);
+  await server.close({ gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
+  logger.log("notice", "stopped", {
+    ...server.stats.rejected,
+    authenticated: server.stats.authenticated,
+  });
+  return EXIT_OK;
+}
+
+/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
+function waitForShutdownSignal(logger: Logger): Promise<void> {
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  return new Promise((resolve) => {
+    let received = false;
+    const onSignal = () => {
+      if (received) {
+        logger.log("warn", "forced-exit", { reason: "second signal during shutdown" });
+        Deno.exit(EXIT_FAILURE);
+      }
+      received = true;
+      logger.log("notice", "shutting-down", { gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
+      resolve();
+    };
+    for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  });
+}
+
+async function runConnect(args: string[]): Promise<number> {
+  const values = parse(args, { ...COMMON_OPTIONS, message: { type: "string" } });
+  if (values.help) {
+    await writeOut(USAGE);
+    return EXIT_OK;
+  }
+  const hostname = values.host ?? DEFAULT_HOSTNAME;
+  const port = parsePort(values.port);
+  if (port === 0) throw new UsageError("--port must be 1-65535 for connect");
+  const { secret } = await loadSecret({
+    secretFile: values["secret-file"],
+    createDefault: false,
+    getEnv: (name) => Deno.env.get(name),
+  });
+
+  try {
+    const client = await connect({ secret, hostname, port });
+    if (values.message !== undefined) {
+      let last = 0x0a;
+      await relay(
+        client,
+        ReadableStream.from([new TextEncoder().encode(values.message)]),
+        (chunk) => {
+          last = chunk[chunk.length - 1];
+          return writeAll(Deno.stdout, chunk);
+        },
+      );
+      // End the printed reply with a newline, as echo does, unless it has one.
+      if (last !== 0x0a) await writeOut("\n");
+    } else if (Deno.stdin.isTerminal()) {
+      printError(`Connected to ${client.server}. Type lines; Ctrl-D ends the session.`);
+      await writeErr("> ");
+      await relay(client, Deno.stdin.readable, async (chunk) => {
+        await writeAll(Deno.stdout, chunk);
+        if (chunk[chunk.length - 1] === 0x0a) await writeErr("> ");
+      });
+    } else {
+      await relay(client, Deno.stdin.readable, (chunk) => writeAll(Deno.stdout, chunk));
+    }
+    return EXIT_OK;
+  } catch (error) {
+    printError(describeConnectError(error, hostname, port));
+    return EXIT_FAILURE;
+  }
+}
+
+function parsePort(value: string | undefined): number {
+  if (value === undefined) return DEFAULT_PORT;
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port > 65535) {
+    throw new UsageError(`--port must be a whole number from 0 to 65535, got "${value}"`);
+  }
+  return port;
+}
+
+function parseNumber(
+  flag: string,
+  value: string | undefined,
+  options: { fallback: number; integer: boolean },
+): number {
+  if (value === undefined) return options.fallback;
+  const number = Number(value);
+  const valid = value.trim() !== "" && Number.isFinite(number) && number > 0 &&
+    (!options.integer || Number.isInteger(number));
+  if (!valid) {
+    const kind = options.integer ? "a positive whole number" : "a positive number";
+    throw new UsageError(`${flag} must be ${kind}, got "${value}"`);
+  }
+  return number;
+}
+
+function describeListenError(error: unknown, hostname: string, port: number): string {
+  const where = `${hostname}:${port}`;
+  if (error instanceof Deno.errors.AddrInUse) {
+    return `Cannot listen on ${where}: the address is already in use. ` +
+      `Stop the other server or choose another --port`;
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return `Cannot listen on ${where}: ${hostname} is not an address of this machine`;
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return `Cannot listen on ${where}: permission denied (ports below 1024 need privileges)`;
+  }
+  return `Cannot listen on ${where}: ${error instanceof Error ? error.message : String(error)}`;
+}
+
+function describeConnectError(error: unknown, hostname: string, port: number): string {
+  const where = `${hostname}:${port}`;
+  if (
+    error instanceof HandshakeRejectedError || error instanceof ChallengeError ||
+    error instanceof ServerHungUpError
+  ) {
+    return error.message;
+  }
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    return `Cannot connect to ${where}: connection refused. Is the server running there?`;
+  }
+  if (error instanceof Deno.errors.TimedOut) {
+    return `Cannot connect to ${where}: timed out. Check the host, the port and any firewall`;
+  }
+  return `Connection to ${where} failed: ${error instanceof Error ? error.message : String(error)}`;
+}
+
+const encoder = new TextEncoder();
+
+function writeOut(text: string): Promise<void> {
+  return writeAll(Deno.stdout, encoder.encode(text));
+}
+
+function writeErr(text: string): Promise<void> {
+  return writeAll(Deno.stderr, encoder.encode(text));
+}
+
+function printError(message: string): void {
+  console.error(`hmac-echo: ${message}`);
+}

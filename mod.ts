@@ -1,0 +1,70 @@
+/**
+ * hmac-echo: a TCP server that lets a client in only after it proves, with HMAC-SHA1 over a fresh
+ * challenge, that it knows a shared secret; then echoes its bytes upper-cased. The wire format is
+ * in docs/PROTOCOL.md.
+ *
+ * Run an authenticated server with your own service handler:
+ *
+ * @example
+ * ```ts ignore
+ * import { serve } from "./mod.ts";
+ *
+ * const secret = new TextEncoder().encode(Deno.env.get("MY_SECRET"));
+ * const server = await serve({
+ *   secret,
+ *   port: 0,
+ *   async handler(conn) {
+ *     const buffer = new Uint8Array(1024);
+ *     for (let n; (n = await conn.read(buffer)) !== null;) {
+ *       await conn.write(buffer.subarray(0, n).reverse());
+ *     }
+ *   },
+ * });
+ * ```
+ *
+ * @module
+ */
+
+export {
+  DEFAULT_GRACE_PERIOD_MS,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_HOSTNAME,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_PORT,
+  formatAddr,
+  serve,
+  type ServeOptions,
+  Server,
+  type ServerStats,
+} from "./server.ts";
+export {
+  Client,
+  connect,
+  type ConnectOptions,
+  exchange,
+  HandshakeRejectedError,
+  relay,
+  ServerHungUpError,
+} from "./client.ts";
+export {
+  ANSWER_LENGTH,
+  answerChallenge,
+  authenticateClient,
+  CHALLENGE_LENGTH,
+  ChallengeError,
+  computeAnswer,
+  createChallenge,
+  decodeAnswer,
+  type HandshakeOutcome,
+  importSecretKey,
+  type RejectionReason,
+  verifyAnswer,
+} from "./handshake.ts";
+export {
+  type ServiceConnection,
+  type ServiceHandler,
+  upperCaseEcho,
+  UpperCaseTransformer,
+} from "./upper_case_echo.ts";
+export { type LogFields, type Logger, type LogLevel, silentLogger, StderrLogger } from "./log.ts";
+export type { ByteStream } from "./_io.ts";

@@ -1,0 +1,164 @@
+/**
+ * Where the shared secret comes from: an explicit file, the environment, or a default file that
+ * `serve` creates on first run so that `serve` and `connect` on one machine need no setup.
+ *
+ * @module
+ */
+
+/** Environment variable holding the secret as text (its UTF-8 bytes are the secret). */
+export const SECRET_ENV_VAR = "HMAC_ECHO_SECRET";
+
+/** Bytes of randomness in a generated secret: 256 bits, far beyond offline guessing. */
+const GENERATED_SECRET_BYTES = 32;
+
+/** The secret could not be obtained; the message says what to do. Never contains the secret. */
+export class SecretError extends Error {
+  /** Builds the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SecretError";
+  }
+}
+
+/** Where to look for the secret, from the command line and the environment. */
+export interface SecretOptions {
+  /** `--secret-file`: wins over the environment variable when both are given. */
+  secretFile?: string;
+  /** Create the default file when it is missing (the server does; the client does not). */
+  createDefault: boolean;
+  /** Reads an environment variable; `Deno.env.get` in the program, a map in tests. */
+  getEnv: (name: string) => string | undefined;
+}
+
+/** The secret and a description of where it came from, for the log (never the value). */
+export interface LoadedSecret {
+  secret: Uint8Array;
+  /** For example `file /home/me/.config/hmac-echo/secret` or `environment variable HMAC_ECHO_SECRET`. */
+  source: string;
+  /** True when this call generated the default file. */
+  created: boolean;
+  /** Things the operator should hear about: loose file permissions, an ignored variable. */
+  warnings: string[];
+}
+
+/**
+ * Loads the secret: `--secret-file` if given, else `HMAC_ECHO_SECRET`, else the default file
+ * ({@linkcode defaultSecretPath}), which is created when `createDefault` is set.
+ *
+ * @throws {SecretError} when no secret can be had, or it is empty.
+ */
+export async function loadSecret(options: SecretOptions): Promise<LoadedSecret> {
+  const fromEnv = options.getEnv(SECRET_ENV_VAR);
+  if (options.secretFile !== undefined) {
+    const warnings = fromEnv === undefined
+      ? []
+      : [`Both --secret-file and ${SECRET_ENV_VAR} are set; using --secret-file`];
+    return await readSecretFile(options.secretFile, { created: false, warnings });
+  }
+  if (fromEnv !== undefined) {
+    if (fromEnv.length === 0) {
+      throw new SecretError(
+        `${SECRET_ENV_VAR} is set but empty: put the secret in it, or unset it to use a secret file`,
+      );
+    }
+    return {
+      secret: new TextEncoder().encode(fromEnv),
+      source: `environment variable ${SECRET_ENV_VAR}`,
+      created: false,
+      warnings: [],
+    };
+  }
+  const path = defaultSecretPath(options.getEnv);
+  const created = options.createDefault && await createSecretFileIfMissing(path);
+  return await readSecretFile(path, { created, warnings: [] });
+}
+
+/**
+ * The default secret file: `$XDG_CONFIG_HOME/hmac-echo/secret`, else `~/.config/hmac-echo/secret`.
+ *
+ * @throws {SecretError} when neither `XDG_CONFIG_HOME` nor `HOME` is set.
+ */
+export function defaultSecretPath(getEnv: (name: string) => string | undefined): string {
+  const xdg = getEnv("XDG_CONFIG_HOME");
+  // The XDG spec says to ignore a relative XDG_CONFIG_HOME.
+  if (xdg && xdg.startsWith("/")) return `${xdg}/hmac-echo/secret`;
+  const home = getEnv("HOME");
+  if (home) return `${home}/.config/hmac-echo/secret`;
+  throw new SecretError(
+    `No secret: neither XDG_CONFIG_HOME nor HOME is set, so there is no default secret file. ` +
+      `Set ${SECRET_ENV_VAR} or pass --secret-file PATH`,
+  );
+}
+
+/** Writes a fresh random secret to `path` unless a file is there; true if it wrote one. */
+async function createSecretFileIfMissing(path: string): Promise<boolean> {
+  const directory = path.slice(0, path.lastIndexOf("/"));
+  const bytes = crypto.getRandomValues(new Uint8Array(GENERATED_SECRET_BYTES));
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  try {
+    await Deno.mkdir(directory, { recursive: true, mode: 0o700 });
+    // createNew: two servers starting at once must not overwrite each other's secret.
+    await Deno.writeTextFile(path, `${hex}\n`, { createNew: true, mode: 0o600 });
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return false;
+    throw new SecretError(
+      `Cannot create the default secret file "${path}": ${reason(error)}. ` +
+        `Set ${SECRET_ENV_VAR} or pass --secret-file PATH instead`,
+      { cause: error },
+    );
+  }
+}
+
+async function readSecretFile(
+  path: string,
+  extra: { created: boolean; warnings: string[] },
+): Promise<LoadedSecret> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (error) {
+    const hint = error instanceof Deno.errors.NotFound
+      ? `. Create it (for example: head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > "${path}"), ` +
+        `set ${SECRET_ENV_VAR}, or run "hmac-echo serve" once to create the default file`
+      : "";
+    throw new SecretError(`Cannot read the secret file "${path}": ${reason(error)}${hint}`, {
+      cause: error,
+    });
+  }
+  const secret = stripOneLineEnding(bytes);
+  if (secret.length === 0) {
+    throw new SecretError(
+      `The secret file "${path}" is empty: put at least 16 random bytes in it`,
+    );
+  }
+  const warnings = [...extra.warnings];
+  const mode = (await Deno.stat(path)).mode;
+  if (mode !== null && (mode & 0o077) !== 0) {
+    warnings.push(
+      `The secret file "${path}" can be read by other users (mode ${
+        (mode & 0o777).toString(8)
+      }); ` +
+        `run: chmod 600 "${path}"`,
+    );
+  }
+  return { secret, source: `file ${path}`, created: extra.created, warnings };
+}
+
+/** Editors add a final newline; it is not part of the secret. Strips one LF or CRLF. */
+function stripOneLineEnding(bytes: Uint8Array): Uint8Array {
+  let end = bytes.length;
+  if (end > 0 && bytes[end - 1] === 0x0a) {
+    end--;
+    if (end > 0 && bytes[end - 1] === 0x0d) end--;
+  }
+  return bytes.subarray(0, end);
+}
+
+function reason(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "it does not exist";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
+  if (error instanceof Deno.errors.NotCapable) return "Deno was not given access to it";
+  return error instanceof Error ? error.message : String(error);
+}
