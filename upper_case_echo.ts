@@ -35,25 +35,54 @@ const READ_BUFFER_SIZE = 16 * 1024;
 export class UpperCaseTransformer {
   #decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
   #encoder = new TextEncoder();
-  /** True while the decoder may hold the first bytes of a character split across chunks. */
-  #mayHoldPartial = false;
+  /**
+   * The stream's last (up to) three bytes seen by the decoder: a partial character may have begun
+   * several chunks ago, and a UTF-8 sequence's lead byte is never more than three bytes back.
+   */
+  #tail = new Uint8Array(3);
+  #tailLength = 0;
 
   /**
    * Upper-cases the next chunk. ASCII chunks are changed in place and returned as they are, so
    * pass a chunk you do not need afterwards.
    */
   transform(chunk: Uint8Array): Uint8Array {
-    if (!this.#mayHoldPartial && upperCaseAsciiInPlace(chunk)) return chunk;
+    if (!this.#mayHoldPartial() && upperCaseAsciiInPlace(chunk)) return chunk;
     // Upper-casing the ASCII prefix in place above does not change what the decoder sees as text.
     const text = this.#decoder.decode(chunk, { stream: true });
-    this.#mayHoldPartial = endsInsideCharacter(chunk);
+    this.#remember(chunk);
     return this.#encoder.encode(text.toUpperCase());
   }
 
   /** Ends the stream: an incomplete character left over becomes U+FFFD. */
   flush(): Uint8Array {
-    this.#mayHoldPartial = false;
+    this.#tailLength = 0;
     return this.#encoder.encode(this.#decoder.decode().toUpperCase());
+  }
+
+  #remember(chunk: Uint8Array): void {
+    const keep = Math.min(this.#tail.length, this.#tailLength + chunk.length);
+    const fromChunk = Math.min(keep, chunk.length);
+    const fromTail = keep - fromChunk;
+    this.#tail.copyWithin(0, this.#tailLength - fromTail, this.#tailLength);
+    this.#tail.set(chunk.subarray(chunk.length - fromChunk), fromTail);
+    this.#tailLength = keep;
+  }
+
+  /**
+   * Whether the decoder may hold the first bytes of a character. It may answer true for invalid
+   * bytes the decoder has already replaced; that only sends the next chunk through the decoder,
+   * which is always correct.
+   */
+  #mayHoldPartial(): boolean {
+    const tail = this.#tail;
+    for (let back = 1; back <= this.#tailLength; back++) {
+      const byte = tail[this.#tailLength - back];
+      if ((byte & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead byte
+      const length = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+      return length > back;
+    }
+    return false;
   }
 }
 
@@ -70,21 +99,6 @@ function upperCaseAsciiInPlace(chunk: Uint8Array): boolean {
     if (byte >= 0x61 && byte <= 0x7a) chunk[i] = byte - 0x20;
   }
   return true;
-}
-
-/**
- * Whether the chunk ends with the start of a multi-byte UTF-8 sequence that is not complete yet.
- * It may answer true for invalid bytes the decoder has already replaced; that only sends the next
- * chunk through the decoder, which is always correct.
- */
-function endsInsideCharacter(chunk: Uint8Array): boolean {
-  for (let back = 1; back <= 3 && back <= chunk.length; back++) {
-    const byte = chunk[chunk.length - back];
-    if ((byte & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead byte
-    const length = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
-    return length > back;
-  }
-  return false;
 }
 
 /**

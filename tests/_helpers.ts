@@ -1,0 +1,155 @@
+/** Shared test helpers: a logger tests can wait on, raw protocol clients, process helpers. */
+
+import { readFull, writeAll } from "../_io.ts";
+import { CHALLENGE_LENGTH, computeAnswer, importSecretKey } from "../handshake.ts";
+import type { LogFields, Logger, LogLevel } from "../log.ts";
+import { serve, type ServeOptions, type Server } from "../server.ts";
+
+export const encoder = new TextEncoder();
+export const decoder = new TextDecoder();
+export const SECRET = encoder.encode("test secret: correct horse battery staple");
+
+/** Longest a test waits for an event before it fails with a message saying which. */
+const EVENT_TIMEOUT_MS = 20_000;
+
+export interface LogEntry {
+  level: LogLevel;
+  event: string;
+  fields: LogFields;
+}
+
+/** A logger that keeps every event and lets a test wait for one, instead of sleeping. */
+export class RecordingLogger implements Logger {
+  readonly entries: LogEntry[] = [];
+  #waiters: { match: (entry: LogEntry) => boolean; resolve: (entry: LogEntry) => void }[] = [];
+
+  log(level: LogLevel, event: string, fields: LogFields = {}): void {
+    const entry = { level, event, fields };
+    this.entries.push(entry);
+    this.#waiters = this.#waiters.filter((waiter) => {
+      if (!waiter.match(entry)) return true;
+      waiter.resolve(entry);
+      return false;
+    });
+  }
+
+  /** Events named `event` whose fields include `fields`. */
+  find(event: string, fields: LogFields = {}): LogEntry[] {
+    return this.entries.filter((entry) => matches(entry, event, fields));
+  }
+
+  /** Resolves with the first event named `event` whose fields include `fields`, past or future. */
+  waitFor(event: string, fields: LogFields = {}): Promise<LogEntry> {
+    const seen = this.find(event, fields)[0];
+    if (seen) return Promise.resolve(seen);
+    return withTimeout(
+      new Promise((resolve) => {
+        this.#waiters.push({ match: (entry) => matches(entry, event, fields), resolve });
+      }),
+      `log event "${event}" ${JSON.stringify(fields)}`,
+    );
+  }
+}
+
+function matches(entry: LogEntry, event: string, fields: LogFields): boolean {
+  return entry.event === event &&
+    Object.entries(fields).every(([key, value]) => entry.fields[key] === value);
+}
+
+/** Bounds a wait so a broken server fails the test with a message instead of hanging it. */
+export async function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Timed out after ${EVENT_TIMEOUT_MS} ms waiting for ${what}`)),
+      EVENT_TIMEOUT_MS,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Starts a server on 127.0.0.1, port 0, with a recording logger. */
+export async function startServer(
+  options: Partial<ServeOptions> = {},
+): Promise<{ server: Server; logger: RecordingLogger; port: number }> {
+  const logger = new RecordingLogger();
+  const server = await serve({
+    secret: SECRET,
+    hostname: "127.0.0.1",
+    port: 0,
+    logger,
+    ...options,
+  });
+  return { server, logger, port: server.addr.port };
+}
+
+/** A connection that has read its challenge and speaks the protocol by hand. */
+export interface RawClient {
+  conn: Deno.TcpConn;
+  challenge: Uint8Array;
+  /** `127.0.0.1:port` as the server logs this client. */
+  remote: string;
+}
+
+/** Connects and reads the 32-byte challenge, nothing more. */
+export async function openRaw(port: number): Promise<RawClient> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const challenge = new Uint8Array(CHALLENGE_LENGTH);
+  const n = await readFull(conn, challenge);
+  if (n !== CHALLENGE_LENGTH) {
+    conn.close();
+    throw new Error(`expected a ${CHALLENGE_LENGTH}-byte challenge, got ${n} bytes`);
+  }
+  return { conn, challenge, remote: `127.0.0.1:${conn.localAddr.port}` };
+}
+
+/** Connects and answers correctly with `secret`. */
+export async function openAuthenticated(port: number, secret = SECRET): Promise<RawClient> {
+  const raw = await openRaw(port);
+  const answer = await computeAnswer(await importSecretKey(secret), raw.challenge);
+  await writeAll(raw.conn, answer);
+  return raw;
+}
+
+/** Reads until the peer closes; a reset counts as the end. */
+export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      chunks.push(buffer.slice(0, n));
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.ConnectionReset)) throw error;
+  }
+  return concat(chunks);
+}
+
+/** Reads until exactly `length` bytes have arrived. */
+export async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+  const buffer = new Uint8Array(length);
+  const n = await readFull(conn, buffer);
+  if (n !== length) throw new Error(`expected ${length} bytes, the connection ended after ${n}`);
+  return buffer;
+}
+
+export function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** The upper-cased UTF-8 of `text`: what the service must send back (docs/PROTOCOL.md §4). */
+export function upper(text: string): Uint8Array {
+  return encoder.encode(text.toUpperCase());
+}

@@ -1,0 +1,121 @@
+/** The streaming upper-caser against docs/PROTOCOL.md §4. */
+
+import assert from "node:assert/strict";
+import { UpperCaseTransformer } from "../upper_case_echo.ts";
+import { concat, decoder, encoder } from "./_helpers.ts";
+
+/** Runs `chunks` through a fresh transformer, copying each (transform may work in place). */
+function transformAll(chunks: Uint8Array[]): Uint8Array {
+  const upper = new UpperCaseTransformer();
+  const out: Uint8Array[] = chunks.map((chunk) => upper.transform(chunk.slice()).slice());
+  out.push(upper.flush());
+  return concat(out);
+}
+
+/** What the whole input must become: WHATWG decoding (U+FFFD), then full Unicode upper-casing. */
+function expected(bytes: Uint8Array): string {
+  return new TextDecoder().decode(bytes).toUpperCase();
+}
+
+const MIXED = "aß€😀z ǆ ﬁ İ ﬀ ŉ ΐ é";
+
+Deno.test("UpperCaseTransformer upper-cases with full Unicode case mapping", () => {
+  const cases: [string, string][] = [
+    ["hello, world", "HELLO, WORLD"],
+    ["straße", "STRASSE"],
+    ["ﬁne", "FINE"],
+    ["ǆ", "Ǆ"],
+    ["ŉ", "ʼN"],
+    ["αβγ", "ΑΒΓ"],
+    ["😀 emoji stay", "😀 EMOJI STAY"],
+    ["", ""],
+  ];
+  for (const [input, output] of cases) {
+    assert.equal(decoder.decode(transformAll([encoder.encode(input)])), output, input);
+  }
+});
+
+Deno.test("UpperCaseTransformer keeps a character whole when split at any byte boundary", () => {
+  const bytes = encoder.encode(MIXED);
+  for (let i = 0; i <= bytes.length; i++) {
+    const output = transformAll([bytes.subarray(0, i), bytes.subarray(i)]);
+    assert.equal(decoder.decode(output), MIXED.toUpperCase(), `split at ${i}`);
+  }
+});
+
+Deno.test("UpperCaseTransformer keeps characters whole when split at every pair of boundaries", () => {
+  const text = "xß€😀y";
+  const bytes = encoder.encode(text);
+  for (let i = 0; i <= bytes.length; i++) {
+    for (let j = i; j <= bytes.length; j++) {
+      const output = transformAll([bytes.subarray(0, i), bytes.subarray(i, j), bytes.subarray(j)]);
+      assert.equal(decoder.decode(output), text.toUpperCase(), `split at ${i} and ${j}`);
+    }
+  }
+});
+
+Deno.test("UpperCaseTransformer remembers a partial character begun chunks earlier", () => {
+  // EF 92 is an incomplete three-byte sequence whose lead arrived in an earlier chunk; the ASCII
+  // chunk after it must still go through the decoder, which replaces EF 92 first.
+  const chunks = [[0x61, 0xef], [0x92], [0x61, 0x62]].map((bytes) => new Uint8Array(bytes));
+  assert.equal(decoder.decode(transformAll(chunks)), "A\uFFFDAB");
+  assert.equal(decoder.decode(transformAll(chunks)), expected(concat(chunks)));
+});
+
+Deno.test("UpperCaseTransformer handles one byte per chunk", () => {
+  const bytes = encoder.encode(MIXED);
+  const chunks = Array.from(bytes, (byte) => new Uint8Array([byte]));
+  assert.equal(decoder.decode(transformAll(chunks)), MIXED.toUpperCase());
+});
+
+Deno.test("UpperCaseTransformer turns invalid UTF-8 into U+FFFD as WHATWG decoding does", () => {
+  const samples = [
+    [0xff],
+    [0x61, 0x80, 0x62],
+    [0xc3],
+    [0xe2, 0x82],
+    [0xf0, 0x9f, 0x98],
+    [0xe0, 0x80, 0x61],
+    [0xed, 0xa0, 0x80],
+    [0xf4, 0x90, 0x80, 0x80],
+    [0xc0, 0xaf, 0x7a],
+    // A truncated character followed by plain ASCII: the ASCII chunk must not skip the decoder.
+    [0xc3, 0x61],
+    [0x61, 0xe2, 0x82, 0x61, 0x62],
+    [0xf0, 0x9f, 0x98, 0x41],
+  ].map((sample) => new Uint8Array(sample));
+  for (const sample of samples) {
+    for (let i = 0; i <= sample.length; i++) {
+      const output = transformAll([sample.subarray(0, i), sample.subarray(i)]);
+      assert.equal(decoder.decode(output), expected(sample), `[${sample}] split at ${i}`);
+    }
+  }
+});
+
+Deno.test("UpperCaseTransformer matches whole-input decoding over random byte streams", () => {
+  for (let round = 0; round < 2_000; round++) {
+    // Mostly text with some raw bytes: exercises the ASCII fast path, the decoder and the switch.
+    const parts: Uint8Array[] = [];
+    for (let k = 0; k < 8; k++) {
+      const roll = Math.random();
+      if (roll < 0.4) parts.push(encoder.encode("abc xyz"));
+      else if (roll < 0.8) parts.push(encoder.encode("ß€😀é"));
+      else parts.push(crypto.getRandomValues(new Uint8Array(1 + Math.floor(Math.random() * 4))));
+    }
+    const bytes = concat(parts);
+    const chunks: Uint8Array[] = [];
+    for (let at = 0; at < bytes.length;) {
+      const size = 1 + Math.floor(Math.random() * 6);
+      chunks.push(bytes.subarray(at, at + size));
+      at += size;
+    }
+    assert.equal(decoder.decode(transformAll(chunks)), expected(bytes), `input [${bytes}]`);
+  }
+});
+
+Deno.test("UpperCaseTransformer upper-cases an ASCII chunk in place and returns it", () => {
+  const chunk = encoder.encode("abc-XYZ");
+  const output = new UpperCaseTransformer().transform(chunk);
+  assert.equal(output, chunk);
+  assert.equal(decoder.decode(chunk), "ABC-XYZ");
+});
