@@ -1,6 +1,6 @@
 /** Shared test helpers: a logger tests can wait on, raw protocol clients, process helpers. */
 
-import { readFull, writeAll } from "../_io.ts";
+import { type ByteStream, readFull, writeAll } from "../_io.ts";
 import { CHALLENGE_LENGTH, computeAnswer, importSecretKey } from "../handshake.ts";
 import type { LogFields, Logger, LogLevel } from "../log.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
@@ -116,7 +116,7 @@ export async function openAuthenticated(port: number, secret = SECRET): Promise<
 }
 
 /** Reads until the peer closes; a reset counts as the end. */
-export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
+export async function readToEnd(conn: Pick<ByteStream, "read">): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   const buffer = new Uint8Array(64 * 1024);
   try {
@@ -132,7 +132,10 @@ export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
 }
 
 /** Reads until exactly `length` bytes have arrived. */
-export async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+export async function readExactly(
+  conn: Pick<ByteStream, "read">,
+  length: number,
+): Promise<Uint8Array> {
   const buffer = new Uint8Array(length);
   const n = await readFull(conn, buffer);
   if (n !== length) throw new Error(`expected ${length} bytes, the connection ended after ${n}`);

@@ -1,0 +1,319 @@
+/** The server end to end, over real sockets on 127.0.0.1 (docs/PROTOCOL.md §1-§4). */
+
+import assert from "node:assert/strict";
+import { writeAll } from "../_io.ts";
+import { connect, exchange, HandshakeRejectedError, relay } from "../client.ts";
+import { computeAnswer, importSecretKey } from "../handshake.ts";
+import {
+  concat,
+  decoder,
+  encoder,
+  openAuthenticated,
+  openRaw,
+  readExactly,
+  readToEnd,
+  SECRET,
+  startServer,
+  upper,
+  withTimeout,
+} from "./_helpers.ts";
+
+Deno.test("server echoes upper-cased text to a client with the right secret", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const reply = await exchange({
+      secret: SECRET,
+      port,
+      message: encoder.encode("hello, straße"),
+    });
+    assert.equal(decoder.decode(reply), "HELLO, STRASSE");
+    const closed = await logger.waitFor("closed");
+    assert.equal(closed.fields.bytesIn, 40 + encoder.encode("hello, straße").length);
+    assert.equal(closed.fields.bytesOut, 32 + reply.length);
+    assert.equal(server.stats.authenticated, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("server rejects a wrong secret, and the client says so", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    await assert.rejects(
+      exchange({ secret: encoder.encode("wrong"), port, message: encoder.encode("hi") }),
+      (error: unknown) =>
+        error instanceof HandshakeRejectedError &&
+        error.message === `authentication rejected by 127.0.0.1:${port}: check the secret`,
+    );
+    const rejected = await logger.waitFor("rejected");
+    assert.equal(rejected.fields.reason, "wrong-digest");
+    assert.deepEqual(server.stats.rejected, { "wrong-digest": 1 });
+    assert.equal(server.stats.authenticated, 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("server closes on a malformed answer without sending another byte (PROTOCOL.md §3)", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const raw = await openRaw(port);
+    try {
+      await writeAll(raw.conn, encoder.encode("z".repeat(40)));
+      assert.equal((await readToEnd(raw.conn)).length, 0);
+    } finally {
+      raw.conn.close();
+    }
+    const rejected = await logger.waitFor("rejected", { remote: raw.remote });
+    assert.equal(rejected.fields.reason, "malformed-answer");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("server keeps service bytes sent right behind the answer (PROTOCOL.md §3)", async () => {
+  const { server, port } = await startServer();
+  try {
+    const raw = await openRaw(port);
+    try {
+      const answer = await computeAnswer(await importSecretKey(SECRET), raw.challenge);
+      // One write carries the answer and the first service bytes.
+      await writeAll(raw.conn, concat([answer, encoder.encode("pipelined")]));
+      await raw.conn.closeWrite();
+      assert.equal(decoder.decode(await readToEnd(raw.conn)), "PIPELINED");
+    } finally {
+      raw.conn.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("server gives 200 concurrent clients exactly their own bytes back", async () => {
+  const { server, port } = await startServer();
+  try {
+    const results = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const message = `client ${i}: ${crypto.randomUUID()} ß ${"x".repeat(i * 7)}`;
+        const reply = await exchange({ secret: SECRET, port, message: encoder.encode(message) });
+        return { expected: message.toUpperCase(), actual: decoder.decode(reply) };
+      }),
+    );
+    for (const { expected, actual } of results) assert.equal(actual, expected);
+    assert.equal(server.stats.authenticated, 200);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a client stalled mid-handshake does not delay another client's session", async () => {
+  // A long deadline: if handshakes were served one at a time, the honest session below would
+  // only run after the stalled one timed out, and the stalled one would no longer be open.
+  const { server, logger, port } = await startServer({ handshakeTimeoutMs: 60_000 });
+  const stalled = await openRaw(port);
+  try {
+    await writeAll(stalled.conn, encoder.encode("0123456789")); // 10 of the 40 answer bytes
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("not delayed") });
+    assert.equal(decoder.decode(reply), "NOT DELAYED");
+    await logger.waitFor("closed");
+    // The stalled client is still open, still in its handshake.
+    assert.equal(logger.find("closed", { remote: stalled.remote }).length, 0);
+    assert.equal(server.stats.active, 1);
+    assert.equal(server.stats.authenticated, 1);
+  } finally {
+    stalled.conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("the handshake deadline closes a silent client, and only it", async () => {
+  const { server, logger, port } = await startServer({ handshakeTimeoutMs: 200 });
+  try {
+    const silent = await openRaw(port);
+    try {
+      const ended = await readToEnd(silent.conn);
+      assert.equal(ended.length, 0);
+    } finally {
+      silent.conn.close();
+    }
+    const rejected = await logger.waitFor("rejected", { remote: silent.remote });
+    assert.equal(rejected.fields.reason, "handshake-timeout");
+    assert.deepEqual(server.stats.rejected, { "handshake-timeout": 1 });
+    // The server goes on serving.
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("still here") });
+    assert.equal(decoder.decode(reply), "STILL HERE");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a character split across TCP reads at every byte boundary comes back whole", async () => {
+  const { server, port } = await startServer();
+  try {
+    const text = "xß€😀y";
+    const bytes = encoder.encode(text);
+    for (let split = 1; split < bytes.length; split++) {
+      const client = await connect({ secret: SECRET, port });
+      try {
+        const first = bytes.subarray(0, split);
+        await writeAll(client, first);
+        // Wait for the echo of the whole characters in the first part: proof the server read the
+        // first part on its own before the rest was even sent.
+        const whole = new TextDecoder().decode(first, { stream: true });
+        const echoed = await readExactly(client, upper(whole).length);
+        await writeAll(client, bytes.subarray(split));
+        await client.closeWrite();
+        const rest = await readToEnd(client);
+        assert.equal(decoder.decode(concat([echoed, rest])), text.toUpperCase(), `split ${split}`);
+      } finally {
+        client.close();
+      }
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("8 MiB comes back exactly while the client writes without waiting for replies", async () => {
+  const { server, port } = await startServer();
+  try {
+    const pattern = encoder.encode("the quick brown fox ß € 😀 jumps over the lazy dog\n");
+    const total = 8 * 1024 * 1024;
+    const input = new Uint8Array(total);
+    for (let at = 0; at < total; at += pattern.length) {
+      input.set(pattern.subarray(0, total - at), at);
+    }
+    // The last copy of the pattern may stop mid-character: the server's final flush turns that
+    // into U+FFFD, as decoding the whole input does.
+    const text = decoder.decode(input);
+    const expected = encoder.encode(text.toUpperCase());
+
+    const client = await connect({ secret: SECRET, port });
+    const chunks: Uint8Array[] = [];
+    let received = 0;
+    const source = ReadableStream.from((function* () {
+      for (let at = 0; at < total; at += 64 * 1024) yield input.subarray(at, at + 64 * 1024);
+    })());
+    await relay(client, source, (chunk) => {
+      chunks.push(chunk.slice());
+      received += chunk.length;
+    });
+    assert.equal(received, expected.length);
+    assert.deepEqual(concat(chunks), expected);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a client that vanishes mid-stream leaves the server healthy", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const vanishing = await openAuthenticated(port);
+    await writeAll(vanishing.conn, new Uint8Array(256 * 1024).fill(0x61));
+    // Close without reading the echo: the kernel resets the connection under the server.
+    vanishing.conn.close();
+    await logger.waitFor("closed", { remote: vanishing.remote });
+    assert.equal(server.stats.active, 0);
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("next") });
+    assert.equal(decoder.decode(reply), "NEXT");
+    assert.equal(logger.find("session-failed").length, 0, "a vanished client is no server error");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("past maxConnections new connections are closed at once, counted and logged", async () => {
+  const { server, logger, port } = await startServer({ maxConnections: 2 });
+  const held = [await openAuthenticated(port), await openAuthenticated(port)];
+  try {
+    await logger.waitFor("authenticated", { remote: held[1].remote });
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      // No challenge: the connection ends with zero bytes.
+      assert.equal((await readToEnd(extra)).length, 0);
+    } finally {
+      extra.close();
+    }
+    const refused = await logger.waitFor("refused");
+    assert.equal(refused.fields.reason, "connection-limit");
+    assert.equal(server.stats.refused, 1);
+
+    // A slot that frees up is served again.
+    held.pop()!.conn.close();
+    await logger.waitFor("closed");
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("room") });
+    assert.equal(decoder.decode(reply), "ROOM");
+  } finally {
+    for (const raw of held) raw.conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("close() lets an in-flight session finish, and refuses new ones", async () => {
+  const { server, logger, port } = await startServer();
+  const client = await connect({ secret: SECRET, port });
+  try {
+    await writeAll(client, encoder.encode("first half, "));
+    const buffer = new Uint8Array(64);
+    const n = await client.read(buffer);
+    assert.equal(decoder.decode(buffer.subarray(0, n!)), "FIRST HALF, ");
+
+    const closing = server.close({ gracePeriodMs: 30_000 });
+    await logger.waitFor("draining");
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port }),
+      Deno.errors.ConnectionRefused,
+    );
+
+    await writeAll(client, encoder.encode("second half"));
+    await client.closeWrite();
+    assert.equal(decoder.decode(await readToEnd(client)), "SECOND HALF");
+    await withTimeout(closing, "close() after the last session ended");
+    assert.equal(logger.find("grace-period-over").length, 0);
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+Deno.test("close() ends sessions still open when the grace period is over", async () => {
+  const { server, logger, port } = await startServer();
+  const idle = await openAuthenticated(port);
+  try {
+    await logger.waitFor("authenticated", { remote: idle.remote });
+    const closing = server.close({ gracePeriodMs: 100 });
+    assert.equal((await readToEnd(idle.conn)).length, 0);
+    await closing;
+    assert.equal((await logger.waitFor("grace-period-over")).fields.closing, 1);
+    assert.equal(server.stats.active, 0);
+  } finally {
+    idle.conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("a handler error is logged and the server goes on", async () => {
+  let calls = 0;
+  const { server, logger, port } = await startServer({
+    handler: () => {
+      calls++;
+      if (calls === 1) return Promise.reject(new TypeError("handler bug"));
+      return Promise.resolve();
+    },
+  });
+  try {
+    const first = await openAuthenticated(port);
+    first.conn.close();
+    const failed = await logger.waitFor("session-failed");
+    assert.match(String(failed.fields.error), /TypeError: handler bug/);
+    const second = await openAuthenticated(port);
+    try {
+      assert.equal((await readToEnd(second.conn)).length, 0);
+    } finally {
+      second.conn.close();
+    }
+    assert.equal(calls, 2);
+  } finally {
+    await server.close();
+  }
+});
