@@ -1,0 +1,95 @@
+/**
+ * The wire format against an independent implementation: Python 3 peers written from
+ * docs/PROTOCOL.md alone (tests/peers/), not from this TypeScript.
+ */
+
+import assert from "node:assert/strict";
+import { exchange, HandshakeRejectedError } from "../client.ts";
+import { decoder, encoder, SECRET, startServer } from "./_helpers.ts";
+
+const PEERS = new URL("./peers/", import.meta.url).pathname;
+const SECRET_TEXT = decoder.decode(SECRET);
+const MESSAGE = "interop: grüße, ﬁne, 😀, plain ascii";
+
+function python(script: string, args: string[], secret: string): Deno.ChildProcess {
+  return new Deno.Command("python3", {
+    args: [PEERS + script, ...args],
+    env: { HMAC_ECHO_SECRET: secret, PYTHONUNBUFFERED: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** Reads the Python server's "PORT n" line, then keeps draining its stdout until it exits. */
+async function readPort(child: Deno.ChildProcess): Promise<{ port: number; rest: Promise<void> }> {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("\n")) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`the Python server exited before printing its port: ${seen}`);
+    seen += value;
+  }
+  const match = seen.match(/^PORT (\d+)\n/);
+  if (!match) throw new Error(`unexpected first line from the Python server: ${seen}`);
+  const rest = (async () => {
+    while (!(await reader.read()).done);
+  })();
+  return { port: Number(match[1]), rest };
+}
+
+Deno.test("a Python v1 client authenticates against the Deno server and gets its echo", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const child = python("v1_client.py", ["127.0.0.1", String(port), MESSAGE], SECRET_TEXT);
+    const { code, stdout, stderr } = await child.output();
+    assert.equal(code, 0, decoder.decode(stderr));
+    assert.equal(decoder.decode(stdout), MESSAGE.toUpperCase());
+    await logger.waitFor("authenticated");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a Python v1 client with the wrong secret is rejected by the Deno server", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const child = python("v1_client.py", ["127.0.0.1", String(port), MESSAGE], "not the secret");
+    const { code, stdout } = await child.output();
+    assert.equal(code, 1);
+    assert.equal(stdout.length, 0);
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-digest");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("the Deno client authenticates against a Python v1 server and gets its echo", async () => {
+  const child = python("v1_server.py", [], SECRET_TEXT);
+  try {
+    const { port, rest } = await readPort(child);
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode(MESSAGE) });
+    assert.equal(decoder.decode(reply), MESSAGE.toUpperCase());
+    await rest;
+  } finally {
+    const status = await child.status;
+    await child.stderr.cancel();
+    assert.equal(status.code, 0, "the Python server saw a valid answer");
+  }
+});
+
+Deno.test("the Deno client reports a rejection by a Python v1 server", async () => {
+  const child = python("v1_server.py", [], "the server's other secret");
+  try {
+    const { port, rest } = await readPort(child);
+    await assert.rejects(
+      exchange({ secret: SECRET, port, message: encoder.encode(MESSAGE) }),
+      HandshakeRejectedError,
+    );
+    await rest;
+  } finally {
+    const status = await child.status;
+    await child.stderr.cancel();
+    assert.equal(status.code, 3, "the Python server rejected the answer");
+  }
+});
