@@ -126,8 +126,8 @@ function parse<const T extends Record<string, { type: "string" | "boolean"; shor
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
   } catch (error) {
-    // node:util's messages name the offending flag; drop its trailing advice about "--" forms.
-    const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    // node:util's messages span lines (the problem, then a hint); keep both, on one line.
+    const message = error instanceof Error ? error.message.split("\n").join(" ") : String(error);
     throw new UsageError(message.replace(/\.$/, ""));
   }
 }

@@ -1,0 +1,106 @@
+/** Helpers for tests that run hmac-echo as a real process. */
+
+import { withTimeout } from "./_helpers.ts";
+
+const DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+
+/** A fresh, empty configuration home and the environment a new user would have. */
+export async function freshEnv(extra: Record<string, string> = {}) {
+  const home = await Deno.makeTempDir({ prefix: "hmac-echo-cli-test-" });
+  const env = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: home,
+    XDG_CONFIG_HOME: `${home}/config`,
+    DENO_DIR,
+    NO_COLOR: "1",
+    ...extra,
+  };
+  return { home, env, [Symbol.asyncDispose]: () => Deno.remove(home, { recursive: true }) };
+}
+
+/** A server process (`serve`, or the compiled server), its port read back from its log. */
+export class ServerProcess {
+  readonly lines: string[] = [];
+  #child: Deno.ChildProcess;
+  #waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+  #drained: Promise<void>;
+
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#drained = this.#drain();
+  }
+
+  /** Spawns `command args` in a clean environment `env`, stderr captured line by line. */
+  static start(
+    command: string,
+    args: string[],
+    options: { env: Record<string, string>; cwd?: string },
+  ): ServerProcess {
+    const child = new Deno.Command(command, {
+      args,
+      cwd: options.cwd,
+      env: options.env,
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    return new ServerProcess(child);
+  }
+
+  async #drain(): Promise<void> {
+    let pending = "";
+    for await (const text of this.#child.stderr.pipeThrough(new TextDecoderStream())) {
+      pending += text;
+      let newline;
+      while ((newline = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        this.lines.push(line);
+        this.#waiters = this.#waiters.filter((w) =>
+          !(w.pattern.test(line) && (w.resolve(line), true))
+        );
+      }
+    }
+  }
+
+  /** The first stderr line matching `pattern`, past or future. */
+  waitForLine(pattern: RegExp): Promise<string> {
+    const seen = this.lines.find((line) => pattern.test(line));
+    if (seen) return Promise.resolve(seen);
+    const exited = this.#child.status.then((status) => {
+      throw new Error(
+        `the server exited (${status.code}) before logging ${pattern}:\n${this.lines.join("\n")}`,
+      );
+    });
+    return withTimeout(
+      Promise.race([
+        new Promise<string>((resolve) => this.#waiters.push({ pattern, resolve })),
+        exited,
+      ]),
+      `server line ${pattern}`,
+    );
+  }
+
+  async port(): Promise<number> {
+    const line = await this.waitForLine(/ listening address=127\.0\.0\.1:\d+/);
+    return Number(line.match(/address=127\.0\.0\.1:(\d+)/)![1]);
+  }
+
+  /** Sends `signal` and waits for the exit and the last stderr line. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.#child.kill(signal);
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error; // already exited
+    }
+    return await this.exited();
+  }
+
+  async exited(): Promise<Deno.CommandStatus> {
+    const status = await this.#child.status;
+    await this.#drained;
+    await this.#child.stdout.cancel();
+    return status;
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * The command line as users run it: real processes, started with the exact permissions of the
+ * `serve` and `connect` tasks in deno.json (the README's commands), in a clean environment.
+ */
+
+import assert from "node:assert/strict";
+import denoConfig from "../deno.json" with { type: "json" };
+import { decoder, encoder } from "./_helpers.ts";
+import { freshEnv, ServerProcess } from "./_process.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+
+/** `deno task NAME` without the task runner in between: its `deno` arguments, split. */
+function taskArgs(name: "serve" | "connect"): string[] {
+  const [deno, ...args] = denoConfig.tasks[name].split(" ");
+  assert.equal(deno, "deno");
+  return args;
+}
+
+/** Starts `serve` as the `serve` task would. */
+function startServe(args: string[], env: Record<string, string>): ServerProcess {
+  return ServerProcess.start(Deno.execPath(), [...taskArgs("serve"), ...args], { env, cwd: ROOT });
+}
+
+/** Runs `connect` to completion. */
+async function runConnect(
+  args: string[],
+  env: Record<string, string>,
+  stdin?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...taskArgs("connect"), ...args],
+    cwd: ROOT,
+    env,
+    clearEnv: true,
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(encoder.encode(stdin));
+    await writer.close();
+  }
+  const { code, stdout, stderr } = await child.output();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+Deno.test("first run with no configuration: serve creates a secret, connect finds it", async () => {
+  await using fresh = await freshEnv();
+  const server = startServe(["--port", "0"], fresh.env);
+  try {
+    const port = await server.port();
+    const created = await server.waitForLine(/ secret-created path=/);
+    const path = `${fresh.env.XDG_CONFIG_HOME}/hmac-echo/secret`;
+    assert.ok(created.includes(path), created);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+
+    const result = await runConnect(["--port", String(port), "--message", "hi"], fresh.env);
+    assert.deepEqual(result, { code: 0, stdout: "HI\n", stderr: "" });
+    await server.waitForLine(/ closed id=1 /);
+  } finally {
+    const status = await server.stop("SIGTERM");
+    assert.equal(status.code, 0, server.lines.join("\n"));
+  }
+  assert.ok(server.lines.some((line) => / stopped /.test(line)));
+});
+
+Deno.test("connect streams piped stdin to the server and the replies to stdout", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "pipe secret" });
+  const server = startServe(["--port", "0"], fresh.env);
+  try {
+    const port = await server.port();
+    const input = "hello\nwörld, straße\n" + "line\n".repeat(20_000);
+    const result = await runConnect(["--port", String(port)], fresh.env, input);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, input.toUpperCase());
+
+    const echoed = await runConnect(["--port", String(port)], fresh.env, "hi\n");
+    assert.equal(echoed.stdout, "HI\n");
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("connect with the wrong secret exits 1 and says so; no secret reaches any output", async () => {
+  const serverSecret = "server-side-secret-value-1f2e3d";
+  const clientSecret = "client-side-wrong-value-9a8b7c";
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: serverSecret });
+  const server = startServe(["--port", "0"], fresh.env);
+  try {
+    const port = await server.port();
+    const result = await runConnect(
+      ["--port", String(port), "--message", "hi"],
+      { ...fresh.env, HMAC_ECHO_SECRET: clientSecret },
+    );
+    assert.equal(result.code, 1);
+    assert.equal(result.stdout, "");
+    assert.equal(
+      result.stderr,
+      `hmac-echo: authentication rejected by 127.0.0.1:${port}: check the secret\n`,
+    );
+    await server.waitForLine(/ rejected .*reason=wrong-digest/);
+    for (const secret of [serverSecret, clientSecret]) {
+      assert.ok(!result.stderr.includes(secret));
+      assert.ok(!server.lines.some((line) => line.includes(secret)));
+    }
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("connect to a port nobody listens on exits 1 with a clear message", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const result = await runConnect(["--port", String(port), "--message", "hi"], fresh.env);
+  assert.equal(result.code, 1);
+  assert.equal(
+    result.stderr,
+    `hmac-echo: Cannot connect to 127.0.0.1:${port}: connection refused. Is the server running there?\n`,
+  );
+});
+
+Deno.test("serve on a port in use exits 1 with a clear message", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const server = startServe(["--port", String(listener.addr.port)], fresh.env);
+    const status = await server.exited();
+    assert.equal(status.code, 1);
+    assert.ok(
+      server.lines.some((line) =>
+        line === `hmac-echo: Cannot listen on 127.0.0.1:${listener.addr.port}: the address is ` +
+            "already in use. Stop the other server or choose another --port"
+      ),
+      server.lines.join("\n"),
+    );
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --help", async (t) => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await t.step("--help", async () => {
+    const result = await runConnect(["--help"], fresh.env);
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /^hmac-echo \d+\.\d+\.\d+: .*\n\nUsage:\n {2}hmac-echo serve/);
+  });
+  await t.step("--version", async () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "main.ts", "--version"],
+      cwd: ROOT,
+      env: fresh.env,
+      clearEnv: true,
+    });
+    const { code, stdout } = await child.output();
+    assert.equal(code, 0);
+    assert.equal(decoder.decode(stdout), `hmac-echo ${denoConfig.version}\n`);
+  });
+  const usageErrors: [string[], RegExp][] = [
+    [["--bogus"], /Unknown option '--bogus'\. Run "hmac-echo --help" for usage\./],
+    [["--port", "70000"], /--port must be a whole number from 0 to 65535, got "70000"/],
+    [["--port", "abc"], /--port must be a whole number/],
+    [["--port"], /--port/],
+    [["--port", "0"], /--port must be 1-65535 for connect/],
+    [["stray"], /Unexpected argument 'stray'/],
+  ];
+  for (const [args, message] of usageErrors) {
+    await t.step(`connect ${args.join(" ")}`, async () => {
+      const result = await runConnect(args, fresh.env);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, message);
+      assert.ok(!/\n\s+at /.test(result.stderr), "no stack trace");
+    });
+  }
+  const serveErrors: [string[], RegExp][] = [
+    [["--handshake-timeout=-1"], /--handshake-timeout must be a positive number, got "-1"/],
+    [["--handshake-timeout", "-1"], /argument is ambiguous.* use '--handshake-timeout=-XYZ'/],
+    [["--max-connections", "0"], /--max-connections must be a positive whole number, got "0"/],
+    [["--max-connections", "2.5"], /--max-connections must be a positive whole number/],
+  ];
+  for (const [args, message] of serveErrors) {
+    await t.step(`serve ${args.join(" ")}`, async () => {
+      const server = startServe(args, fresh.env);
+      assert.equal((await server.exited()).code, 2);
+      assert.match(server.lines.join("\n"), message);
+    });
+  }
+  await t.step("an unknown command", async () => {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "main.ts", "sevre"],
+      cwd: ROOT,
+      env: fresh.env,
+      clearEnv: true,
+    }).output();
+    assert.equal(code, 2);
+    assert.match(decoder.decode(stderr), /Unknown command "sevre": use serve or connect/);
+  });
+});
+
+Deno.test("secret errors exit 2 with what to do", async (t) => {
+  await using fresh = await freshEnv();
+  await t.step("connect before any secret exists", async () => {
+    const result = await runConnect(["--message", "x"], fresh.env);
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /Cannot read the secret file ".*\/hmac-echo\/secret": it does not exist/,
+    );
+  });
+  await t.step("an empty secret file, for serve and for connect", async () => {
+    const file = `${fresh.home}/empty-secret`;
+    await Deno.writeTextFile(file, "\n", { mode: 0o600 });
+    const result = await runConnect(["--secret-file", file, "--message", "x"], fresh.env);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /The secret file ".*empty-secret" is empty/);
+    const server = startServe(["--secret-file", file, "--port", "0"], fresh.env);
+    assert.equal((await server.exited()).code, 2);
+    assert.match(server.lines.join("\n"), /is empty/);
+  });
+});
+
+Deno.test("serve --quiet drops per-connection lines but keeps the lifecycle", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "quiet" });
+  const server = startServe(["--port", "0", "--quiet"], fresh.env);
+  let port;
+  try {
+    port = await server.port();
+    const result = await runConnect(["--port", String(port), "--message", "shh"], fresh.env);
+    assert.equal(result.stdout, "SHH\n");
+  } finally {
+    assert.equal((await server.stop("SIGINT")).code, 0);
+  }
+  assert.ok(server.lines.some((line) => / stopped /.test(line)));
+  assert.equal(
+    server.lines.filter((line) => / (accepted|authenticated|closed) /.test(line)).length,
+    0,
+  );
+});
