@@ -256,6 +256,7 @@ async function runConnect(args: string[]): Promise<number> {
         await writeAll(Deno.stdout, chunk);
         if (chunk[chunk.length - 1] === 0x0a) await writeErr("> ");
       });
+      await writeErr("\n"); // end the last prompt's line
     } else {
       await relay(client, Deno.stdin.readable, (chunk) => writeAll(Deno.stdout, chunk));
     }
