@@ -195,9 +195,12 @@ async function runServe(args: string[]): Promise<number> {
   });
   await waitForShutdownSignal(logger);
   await server.close({ gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
+  const { accepted, authenticated, refused, rejected } = server.stats;
   logger.log("notice", "stopped", {
-    ...server.stats.rejected,
-    authenticated: server.stats.authenticated,
+    accepted,
+    authenticated,
+    rejected: Object.values(rejected).reduce((sum, n) => sum + n, 0),
+    refused,
   });
   return EXIT_OK;
 }
