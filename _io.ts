@@ -46,12 +46,6 @@ export function isDisconnect(error: unknown): boolean {
     error instanceof Deno.errors.UnexpectedEof;
 }
 
-/** Whether `error` is what a pending read or accept gets when its resource is closed under it. */
-export function isClosedUnder(error: unknown): boolean {
-  return error instanceof Deno.errors.BadResource ||
-    error instanceof Deno.errors.Interrupted;
-}
-
 /** Closes a connection or listener that may already be closed. */
 export function closeQuietly(resource: { close(): void }): void {
   try {

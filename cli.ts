@@ -12,14 +12,21 @@ import { connect, HandshakeRejectedError, relay, ServerHungUpError } from "./cli
 import { type Logger, StderrLogger } from "./log.ts";
 import { loadSecret, SECRET_ENV_VAR, SecretError } from "./secret.ts";
 import {
+  DEFAULT_BACKLOG,
   DEFAULT_GRACE_PERIOD_MS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_HOSTNAME,
   DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   DEFAULT_PORT,
   formatAddr,
   serve,
 } from "./server.ts";
+import {
+  DEFAULT_THROTTLE_COOLDOWN_MS,
+  DEFAULT_THROTTLE_FAILURES,
+  DEFAULT_THROTTLE_WINDOW_MS,
+} from "./throttle.ts";
 import denoConfig from "./deno.json" with { type: "json" };
 
 /** Exit status: success. */
@@ -32,8 +39,7 @@ const EXIT_USAGE = 2;
 const USAGE = `hmac-echo ${denoConfig.version}: an upper-casing echo server behind an HMAC challenge
 
 Usage:
-  hmac-echo serve   [--host H] [--port P] [--secret-file F] [--handshake-timeout S]
-                    [--max-connections N] [--quiet]
+  hmac-echo serve   [--host H] [--port P] [--secret-file F] [options below]
   hmac-echo connect [--host H] [--port P] [--secret-file F] [--message TEXT]
   hmac-echo --help | --version
 
@@ -44,8 +50,20 @@ serve options:
   --handshake-timeout S    seconds a client has to answer the challenge (default ${
   DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000
 })
+  --idle-timeout S         close an authenticated connection idle this long (default 0: never)
   --max-connections N      connections served at once; more are closed at once (default ${DEFAULT_MAX_CONNECTIONS})
-  --quiet                  log only warnings and errors, not every connection
+  --max-connections-per-address N
+                           the same, per client address; 0: no cap (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
+  --throttle-after N       failed handshakes from one address that start a cool-down (default ${DEFAULT_THROTTLE_FAILURES}; 0: off)
+  --throttle-window S      ... counted over this many seconds (default ${
+  DEFAULT_THROTTLE_WINDOW_MS / 1000
+})
+  --throttle-cooldown S    first cool-down; it doubles with each repeat, up to an hour (default ${
+  DEFAULT_THROTTLE_COOLDOWN_MS / 1000
+})
+  --backlog N              listen queue length, for reconnect storms (default ${DEFAULT_BACKLOG})
+  --log-format text|json   one line per event, for people (default) or for log shippers
+  --quiet                  log only lifecycle lines, warnings and errors, not every connection
 
 connect options:
   --host H, --port P       the server (default ${DEFAULT_HOSTNAME}:${DEFAULT_PORT})
@@ -136,7 +154,14 @@ async function runServe(args: string[]): Promise<number> {
   const values = parse(args, {
     ...COMMON_OPTIONS,
     "handshake-timeout": { type: "string" },
+    "idle-timeout": { type: "string" },
     "max-connections": { type: "string" },
+    "max-connections-per-address": { type: "string" },
+    "throttle-after": { type: "string" },
+    "throttle-window": { type: "string" },
+    "throttle-cooldown": { type: "string" },
+    backlog: { type: "string" },
+    "log-format": { type: "string" },
     quiet: { type: "boolean" },
   });
   if (values.help) {
@@ -145,16 +170,33 @@ async function runServe(args: string[]): Promise<number> {
   }
   const hostname = values.host ?? DEFAULT_HOSTNAME;
   const port = parsePort(values.port);
-  const handshakeTimeoutMs = 1000 *
-    parseNumber("--handshake-timeout", values["handshake-timeout"], {
-      fallback: DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
+  const seconds = (flag: keyof typeof values, fallbackMs: number, zero = false) =>
+    1000 * parseNumber(`--${flag}`, values[flag] as string | undefined, {
+      fallback: fallbackMs / 1000,
       integer: false,
+      zero,
     });
-  const maxConnections = parseNumber("--max-connections", values["max-connections"], {
-    fallback: DEFAULT_MAX_CONNECTIONS,
-    integer: true,
-  });
-  const logger = new StderrLogger({ quiet: values.quiet });
+  const count = (flag: keyof typeof values, fallback: number, zero = false) =>
+    parseNumber(`--${flag}`, values[flag] as string | undefined, { fallback, integer: true, zero });
+  const handshakeTimeoutMs = seconds("handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  const idleTimeoutMs = seconds("idle-timeout", 0, true);
+  let maxConnections = count("max-connections", DEFAULT_MAX_CONNECTIONS);
+  const maxConnectionsPerAddress = count(
+    "max-connections-per-address",
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    true,
+  );
+  const throttle = {
+    maxFailures: count("throttle-after", DEFAULT_THROTTLE_FAILURES, true),
+    windowMs: seconds("throttle-window", DEFAULT_THROTTLE_WINDOW_MS),
+    cooldownMs: seconds("throttle-cooldown", DEFAULT_THROTTLE_COOLDOWN_MS),
+  };
+  const backlog = count("backlog", DEFAULT_BACKLOG);
+  const format = values["log-format"] ?? "text";
+  if (format !== "text" && format !== "json") {
+    throw new UsageError(`--log-format must be text or json, got "${format}"`);
+  }
+  const logger = new StderrLogger({ quiet: values.quiet, format });
 
   const loaded = await loadSecret({
     secretFile: values["secret-file"],
@@ -169,6 +211,18 @@ async function runServe(args: string[]): Promise<number> {
   }
   for (const warning of loaded.warnings) logger.log("warn", "secret-warning", { warning });
 
+  // Running out of descriptors is worse than refusing: keep the cap below the process's limit.
+  const fileLimit = await openFileLimit();
+  if (fileLimit !== undefined && maxConnections > fileLimit - RESERVED_DESCRIPTORS) {
+    const clamped = Math.max(1, fileLimit - RESERVED_DESCRIPTORS);
+    logger.log("warn", "max-connections-lowered", {
+      from: maxConnections,
+      to: clamped,
+      reason: `the open-file limit is ${fileLimit}; raise it (ulimit -n) to serve more`,
+    });
+    maxConnections = clamped;
+  }
+
   let server;
   try {
     server = await serve({
@@ -176,7 +230,11 @@ async function runServe(args: string[]): Promise<number> {
       hostname,
       port,
       handshakeTimeoutMs,
+      idleTimeoutMs,
       maxConnections,
+      maxConnectionsPerAddress,
+      throttle,
+      backlog,
       logger,
     });
   } catch (error) {
@@ -187,22 +245,48 @@ async function runServe(args: string[]): Promise<number> {
   // environment from here on, so give those permissions back.
   for (const name of ["read", "write", "env"] as const) Deno.permissions.revokeSync({ name });
 
+  // Handlers first: a signal sent as soon as "listening" appears must find them in place.
+  const shutdownSignal = waitForShutdownSignal(logger);
   logger.log("notice", "listening", {
     address: formatAddr(server.addr),
     secret: loaded.source,
     maxConnections,
+    maxConnectionsPerAddress,
     handshakeTimeoutMs,
+    idleTimeoutMs,
+    throttleAfter: throttle.maxFailures,
   });
-  await waitForShutdownSignal(logger);
+  await shutdownSignal;
   await server.close({ gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
-  const { accepted, authenticated, refused, rejected } = server.stats;
+  const { accepted, authenticated, refused, rejected, throttled, idleClosed } = server.stats;
   logger.log("notice", "stopped", {
     accepted,
     authenticated,
-    rejected: Object.values(rejected).reduce((sum, n) => sum + n, 0),
-    refused,
+    rejected: sum(rejected),
+    refused: sum(refused),
+    throttled,
+    idleClosed,
   });
+  logger.flush();
   return EXIT_OK;
+}
+
+/** Descriptors kept free of connections: stdio, the listener, Deno's own. */
+const RESERVED_DESCRIPTORS = 64;
+
+/** The soft limit on open files, from /proc on Linux; undefined where it cannot be read. */
+async function openFileLimit(): Promise<number | undefined> {
+  try {
+    const limits = await Deno.readTextFile("/proc/self/limits");
+    const soft = limits.match(/^Max open files\s+(\d+|unlimited)/m)?.[1];
+    return soft === undefined || soft === "unlimited" ? undefined : Number(soft);
+  } catch {
+    return undefined; // not Linux, or not allowed: nothing to clamp against
+  }
+}
+
+function sum(counts: Record<string, number | undefined>): number {
+  return Object.values(counts).reduce((total: number, n) => total + (n ?? 0), 0);
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
@@ -282,15 +366,17 @@ function parsePort(value: string | undefined): number {
 function parseNumber(
   flag: string,
   value: string | undefined,
-  options: { fallback: number; integer: boolean },
+  options: { fallback: number; integer: boolean; zero?: boolean },
 ): number {
   if (value === undefined) return options.fallback;
   const number = Number(value);
-  const valid = value.trim() !== "" && Number.isFinite(number) && number > 0 &&
+  const valid = value.trim() !== "" && Number.isFinite(number) &&
+    (number > 0 || (options.zero === true && number === 0)) &&
     (!options.integer || Number.isInteger(number));
   if (!valid) {
-    const kind = options.integer ? "a positive whole number" : "a positive number";
-    throw new UsageError(`${flag} must be ${kind}, got "${value}"`);
+    const kind = options.integer ? "whole number" : "number";
+    const what = options.zero ? `a ${kind}, 0 or more` : `a positive ${kind}`;
+    throw new UsageError(`${flag} must be ${what}, got "${value}"`);
   }
   return number;
 }

@@ -1,5 +1,6 @@
 /**
- * One small logger for the whole program: events as single lines on stderr.
+ * One small logger for the whole program: events as single lines on stderr, as text for people
+ * or as JSON for log shippers.
  *
  * @module
  */
@@ -22,37 +23,90 @@ export interface Logger {
 /** A logger that drops everything: the default for library use. */
 export const silentLogger: Logger = { log() {} };
 
+/** How {@linkcode StderrLogger} writes a line. */
+export type LogFormat = "text" | "json";
+
 /** Options for {@linkcode StderrLogger}. */
 export interface StderrLoggerOptions {
   /** Drop `info` events (per-connection lines); lifecycle notices, warnings and errors still print. */
   quiet?: boolean;
+  /** `text` (default): `time level event key=value …`; `json`: one JSON object per line. */
+  format?: LogFormat;
+  /**
+   * Lines per second for any one event name; the rest are counted and reported in one
+   * `log-suppressed` line. A flood of rejected connections must not make logging the bottleneck.
+   * Default 200; 0 means no limit.
+   */
+  maxPerSecond?: number;
+  /** Where lines go; default: stderr, written synchronously. */
+  output?: (line: Uint8Array) => void;
 }
 
 /**
- * Writes each event as one line on stderr: `2026-01-01T00:00:00.000Z info accepted id=1 …`.
+ * Writes each event as one line on stderr:
+ * `2026-01-01T00:00:00.000Z info accepted id=1 remote=127.0.0.1:5000`, or, with `format: "json"`,
+ * `{"time":"…","level":"info","event":"accepted","id":1,"remote":"127.0.0.1:5000"}`.
  *
  * Writes are synchronous so that lines from concurrent connections never interleave and the last
  * line before an exit is not lost.
  */
 export class StderrLogger implements Logger {
   #quiet: boolean;
+  #format: LogFormat;
+  #maxPerSecond: number;
+  #output: (line: Uint8Array) => void;
   #encoder = new TextEncoder();
+  #second = 0;
+  #counts = new Map<string, number>();
 
   /** Builds a logger; see {@linkcode StderrLoggerOptions}. */
   constructor(options: StderrLoggerOptions = {}) {
     this.#quiet = options.quiet ?? false;
+    this.#format = options.format ?? "text";
+    this.#maxPerSecond = options.maxPerSecond ?? 200;
+    this.#output = options.output ?? writeToStderr;
   }
 
-  /** Writes the event unless it is `info` and the logger is quiet. */
+  /** Writes the event unless it is `info` and the logger is quiet, or its event is flooding. */
   log(level: LogLevel, event: string, fields: LogFields = {}): void {
     if (this.#quiet && level === "info") return;
-    const line = `${new Date().toISOString()} ${level} ${event}${formatFields(fields)}\n`;
-    const bytes = this.#encoder.encode(line);
-    let written = 0;
-    while (written < bytes.length) {
-      written += Deno.stderr.writeSync(bytes.subarray(written));
-    }
+    if (this.#maxPerSecond > 0 && !this.#withinRate(event)) return;
+    this.#write(level, event, fields);
   }
+
+  /** Reports events suppressed so far; call before exiting so no count is lost. */
+  flush(): void {
+    for (const [event, count] of this.#counts) {
+      if (count > this.#maxPerSecond) {
+        this.#write("warn", "log-suppressed", { event, count: count - this.#maxPerSecond });
+      }
+    }
+    this.#counts.clear();
+  }
+
+  #withinRate(event: string): boolean {
+    const second = Math.floor(performance.now() / 1000);
+    if (second !== this.#second) {
+      this.flush();
+      this.#second = second;
+    }
+    const count = (this.#counts.get(event) ?? 0) + 1;
+    this.#counts.set(event, count);
+    return count <= this.#maxPerSecond;
+  }
+
+  #write(level: LogLevel, event: string, fields: LogFields): void {
+    const time = new Date().toISOString();
+    const line = this.#format === "json"
+      ? JSON.stringify({ time, level, event, ...fields }) + "\n"
+      : `${time} ${level} ${event}${formatFields(fields)}\n`;
+    this.#output(this.#encoder.encode(line));
+  }
+}
+
+function writeToStderr(bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.length) written += Deno.stderr.writeSync(bytes.subarray(written));
 }
 
 /** `key=value` pairs; values with spaces or quotes are JSON-quoted so a line stays parseable. */

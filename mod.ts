@@ -26,12 +26,15 @@
  */
 
 export {
+  DEFAULT_BACKLOG,
   DEFAULT_GRACE_PERIOD_MS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_HOSTNAME,
   DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   DEFAULT_PORT,
   formatAddr,
+  type RefusalReason,
   serve,
   type ServeOptions,
   Server,
@@ -66,5 +69,22 @@ export {
   upperCaseEcho,
   UpperCaseTransformer,
 } from "./upper_case_echo.ts";
-export { type LogFields, type Logger, type LogLevel, silentLogger, StderrLogger } from "./log.ts";
+export {
+  type LogFields,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+  silentLogger,
+  StderrLogger,
+  type StderrLoggerOptions,
+} from "./log.ts";
+export {
+  AuthFailureThrottle,
+  DEFAULT_THROTTLE_COOLDOWN_MS,
+  DEFAULT_THROTTLE_ENTRIES,
+  DEFAULT_THROTTLE_FAILURES,
+  DEFAULT_THROTTLE_MAX_COOLDOWN_MS,
+  DEFAULT_THROTTLE_WINDOW_MS,
+  type ThrottleOptions,
+} from "./throttle.ts";
 export type { ByteStream } from "./_io.ts";

@@ -5,9 +5,10 @@
  * @module
  */
 
-import { closeQuietly, isClosedUnder, isDisconnect } from "./_io.ts";
+import { closeQuietly, isDisconnect } from "./_io.ts";
 import { authenticateClient, importSecretKey } from "./handshake.ts";
 import { type Logger, silentLogger } from "./log.ts";
+import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
 import { type ServiceConnection, type ServiceHandler, upperCaseEcho } from "./upper_case_echo.ts";
 
 /** Default TCP port, the tutorial's. */
@@ -21,8 +22,19 @@ export const DEFAULT_MAX_CONNECTIONS = 10_000;
 /** Default time active sessions get to finish when the server closes. */
 export const DEFAULT_GRACE_PERIOD_MS = 5_000;
 
-/** How long the accept loop pauses after an accept error (say, out of file descriptors). */
-const ACCEPT_BACKOFF_MS = 100;
+/** Default cap on concurrent connections from one address; generous for clients behind NAT. */
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
+/**
+ * Default listen queue. Deno's own default, 511, overflows when thousands of clients reconnect at
+ * once after a restart; the kernel caps it at net.core.somaxconn (4096 on current Linux).
+ */
+export const DEFAULT_BACKLOG = 4_096;
+
+/** How long the accept loop pauses when it runs out of descriptors or memory, so some free up. */
+const ACCEPT_BACKOFF_MS = 50;
+
+/** Accept errors that mean "out of a resource": pausing helps. Anything else: just go on. */
+const EXHAUSTION_CODES = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -36,53 +48,83 @@ export interface ServeOptions {
   handshakeTimeoutMs?: number;
   /** Connections beyond this many at once are closed at once. Default 10 000. */
   maxConnections?: number;
+  /** Connections beyond this many at once from one address are closed at once; 0: no cap. Default 1 000. */
+  maxConnectionsPerAddress?: number;
+  /** Close an authenticated connection when no byte has moved either way for this long; 0: never (default). */
+  idleTimeoutMs?: number;
+  /** Failed-authentication throttling per address; `false` turns it off. Default: on, see `throttle.ts`. */
+  throttle?: ThrottleOptions | false;
+  /** Listen queue length (`tcpBacklog`). Default 4 096. */
+  backlog?: number;
   /** Serves each authenticated connection. Default: {@linkcode upperCaseEcho}. */
   handler?: ServiceHandler;
   /** Receives connection events. Default: none are logged. */
   logger?: Logger;
 }
 
+/** Why the server closed a connection at once, before any handshake. */
+export type RefusalReason = "connection-limit" | "address-limit" | "throttled";
+
 /** Counters since the server started. */
 export interface ServerStats {
   /** Connections the listener accepted, refused ones included. */
   accepted: number;
-  /** Connections closed at once because `maxConnections` were open. */
-  refused: number;
+  /** Connections closed at once, by reason. */
+  refused: Partial<Record<RefusalReason, number>>;
   /** Clients that passed the handshake. */
   authenticated: number;
   /** Clients that failed it, by reason (docs/PROTOCOL.md §3). */
   rejected: Record<string, number>;
+  /** Authenticated connections closed for idling past `idleTimeoutMs`. */
+  idleClosed: number;
+  /** Addresses put into an authentication cool-down. */
+  throttled: number;
   /** Connections open now. */
   active: number;
+  /** Bytes received from all clients, handshakes included. */
+  bytesIn: number;
+  /** Bytes sent to all clients, challenges included. */
+  bytesOut: number;
 }
 
 /** One connection and what the server knows about it. */
 interface Session {
   readonly id: number;
   readonly conn: MeteredConnection;
+  /** The peer's IP address: what per-address limits and throttling count. */
+  readonly address: string;
+  /** `address:port`, for the log. */
   readonly remote: string;
   readonly startedAt: number;
   task?: Promise<void>;
+  authenticated?: boolean;
   /** Set when the server closed the connection itself, so the resulting read error is expected. */
-  closedByServer?: "handshake-timeout" | "shutdown";
+  closedByServer?: "handshake-timeout" | "idle-timeout" | "shutdown";
+  /** The idle sweeper's bookmark: `conn.activity` when last seen changing, and when. */
+  seenActivity?: number;
+  quietSince?: number;
 }
 
 /** A TCP connection that counts the bytes through it, for the `closed` log line. */
 class MeteredConnection implements ServiceConnection {
   bytesIn = 0;
   bytesOut = 0;
+  /** Bumped whenever a read or write completes: a clock-free sign of life for the idle sweeper. */
+  activity = 0;
 
   constructor(readonly tcp: Deno.TcpConn) {}
 
   async read(buffer: Uint8Array): Promise<number | null> {
     const n = await this.tcp.read(buffer);
     if (n !== null) this.bytesIn += n;
+    this.activity++;
     return n;
   }
 
   async write(data: Uint8Array): Promise<number> {
     const n = await this.tcp.write(data);
     this.bytesOut += n;
+    this.activity++;
     return n;
   }
 }
@@ -99,9 +141,24 @@ export class Server {
   #logger: Logger;
   #handshakeTimeoutMs: number;
   #maxConnections: number;
+  #maxPerAddress: number;
+  #idleTimeoutMs: number;
+  #throttle: AuthFailureThrottle;
   #sessions = new Set<Session>();
+  #perAddress = new Map<string, number>();
   #nextId = 1;
-  #stats = { accepted: 0, refused: 0, authenticated: 0, rejected: {} as Record<string, number> };
+  #stats = {
+    accepted: 0,
+    refused: {} as Partial<Record<RefusalReason, number>>,
+    authenticated: 0,
+    rejected: {} as Record<string, number>,
+    idleClosed: 0,
+    throttled: 0,
+    /** Bytes of connections already closed; open ones are summed live. */
+    bytesIn: 0,
+    bytesOut: 0,
+  };
+  #idleSweeper?: ReturnType<typeof setInterval>;
   #stopping = new AbortController();
   #acceptLoop: Promise<void>;
   #closed?: Promise<void>;
@@ -110,7 +167,7 @@ export class Server {
   constructor(
     listener: Deno.TcpListener,
     key: CryptoKey,
-    options: Omit<ServeOptions, "secret" | "hostname" | "port"> = {},
+    options: Omit<ServeOptions, "secret" | "hostname" | "port" | "backlog"> = {},
   ) {
     this.#listener = listener;
     this.addr = listener.addr;
@@ -125,15 +182,38 @@ export class Server {
       "maxConnections",
       options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     );
+    this.#maxPerAddress = atLeastZero(
+      "maxConnectionsPerAddress",
+      options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    );
+    this.#idleTimeoutMs = atLeastZero("idleTimeoutMs", options.idleTimeoutMs ?? 0);
+    this.#throttle = new AuthFailureThrottle(
+      options.throttle === false ? { maxFailures: 0 } : options.throttle,
+    );
+    if (this.#idleTimeoutMs > 0) {
+      // One sweep over all sessions instead of a timer reset on every read: the hot path only
+      // bumps a counter. A connection is closed between one and 1.25 idle timeouts.
+      const every = Math.max(10, Math.min(1_000, this.#idleTimeoutMs / 4));
+      this.#idleSweeper = setInterval(() => this.#closeIdleSessions(), every);
+    }
     this.#acceptLoop = this.#acceptConnections();
   }
 
   /** A snapshot of the server's counters. */
   get stats(): ServerStats {
+    let bytesIn = this.#stats.bytesIn;
+    let bytesOut = this.#stats.bytesOut;
+    for (const { conn } of this.#sessions) {
+      bytesIn += conn.bytesIn;
+      bytesOut += conn.bytesOut;
+    }
     return {
       ...this.#stats,
+      refused: { ...this.#stats.refused },
       rejected: { ...this.#stats.rejected },
       active: this.#sessions.size,
+      bytesIn,
+      bytesOut,
     };
   }
 
@@ -150,17 +230,16 @@ export class Server {
     this.#stopping.abort();
     closeQuietly(this.#listener);
     await this.#acceptLoop;
-    if (this.#sessions.size === 0) return;
-    this.#logger.log("info", "draining", { sessions: this.#sessions.size, gracePeriodMs });
-    const finished = await settlesWithin(this.#allTasks(), gracePeriodMs);
-    if (!finished) {
-      this.#logger.log("warn", "grace-period-over", { closing: this.#sessions.size });
-      for (const session of this.#sessions) {
-        session.closedByServer = "shutdown";
-        closeQuietly(session.conn.tcp);
+    if (this.#sessions.size > 0) {
+      this.#logger.log("info", "draining", { sessions: this.#sessions.size, gracePeriodMs });
+      const finished = await settlesWithin(this.#allTasks(), gracePeriodMs);
+      if (!finished) {
+        this.#logger.log("warn", "grace-period-over", { closing: this.#sessions.size });
+        for (const session of this.#sessions) this.#closeSession(session, "shutdown");
       }
+      await this.#allTasks();
     }
-    await this.#allTasks();
+    clearInterval(this.#idleSweeper);
   }
 
   #allTasks(): Promise<unknown> {
@@ -175,31 +254,63 @@ export class Server {
         tcp = await this.#listener.accept();
       } catch (error) {
         if (stopping.aborted) break;
-        // EMFILE and friends: the server must outlive them. Pausing lets connections close.
-        this.#logger.log("error", "accept-failed", { error: describeError(error) });
-        await pause(ACCEPT_BACKOFF_MS, stopping);
+        // No accept error may end the server. Out of descriptors or memory: pause so that some
+        // free up. Anything else (a peer that reset while queued, say): just take the next one.
+        const exhausted = EXHAUSTION_CODES.has((error as { code?: string }).code ?? "");
+        this.#logger.log(exhausted ? "error" : "warn", "accept-failed", {
+          error: describeError(error),
+          pauseMs: exhausted ? ACCEPT_BACKOFF_MS : 0,
+        });
+        if (exhausted) await pause(ACCEPT_BACKOFF_MS, stopping);
         continue;
       }
       this.#stats.accepted++;
-      if (this.#sessions.size >= this.#maxConnections) {
-        this.#stats.refused++;
-        this.#logger.log("warn", "refused", {
-          remote: formatAddr(tcp.remoteAddr),
-          reason: "connection-limit",
-          limit: this.#maxConnections,
-        });
-        closeQuietly(tcp);
+      const address = tcp.remoteAddr.hostname;
+      const refusal = this.#refusalFor(address);
+      if (refusal !== undefined) {
+        this.#refuse(tcp, refusal);
         continue;
       }
       const session: Session = {
         id: this.#nextId++,
         conn: new MeteredConnection(tcp),
+        address,
         remote: formatAddr(tcp.remoteAddr),
         startedAt: performance.now(),
       };
       this.#sessions.add(session);
+      this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
       session.task = this.#serveSession(session);
     }
+  }
+
+  /** Why a new connection from `address` may not start, if it may not. */
+  #refusalFor(address: string): RefusalReason | undefined {
+    if (this.#sessions.size >= this.#maxConnections) return "connection-limit";
+    if (this.#throttle.blockedFor(address) > 0) return "throttled";
+    if (this.#maxPerAddress > 0 && (this.#perAddress.get(address) ?? 0) >= this.#maxPerAddress) {
+      return "address-limit";
+    }
+    return undefined;
+  }
+
+  #refuse(tcp: Deno.TcpConn, reason: RefusalReason): void {
+    this.#stats.refused[reason] = (this.#stats.refused[reason] ?? 0) + 1;
+    const limit = reason === "connection-limit"
+      ? this.#maxConnections
+      : reason === "address-limit"
+      ? this.#maxPerAddress
+      : undefined;
+    const retryInMs = reason === "throttled"
+      ? Math.ceil(this.#throttle.blockedFor(tcp.remoteAddr.hostname))
+      : undefined;
+    this.#logger.log("warn", "refused", {
+      remote: formatAddr(tcp.remoteAddr),
+      reason,
+      limit,
+      retryInMs,
+    });
+    closeQuietly(tcp);
   }
 
   /** One connection from accept to close. Never rejects: every outcome is logged here. */
@@ -207,47 +318,53 @@ export class Server {
     const { id, conn, remote } = session;
     const logger = this.#logger;
     logger.log("info", "accepted", { id, remote });
-    const deadline = setTimeout(() => {
-      session.closedByServer = "handshake-timeout";
-      closeQuietly(conn.tcp);
-    }, this.#handshakeTimeoutMs);
+    const deadline = setTimeout(
+      () => this.#closeSession(session, "handshake-timeout"),
+      this.#handshakeTimeoutMs,
+    );
     try {
       conn.tcp.setNoDelay(true);
       const outcome = await authenticateClient(conn, this.#key);
       clearTimeout(deadline);
       if (!outcome.authenticated) {
-        this.#countRejection(outcome.reason);
-        logger.log("warn", "rejected", {
-          id,
-          remote,
-          reason: outcome.reason,
-          detail: outcome.detail,
-        });
+        this.#recordRejection(session, outcome.reason, outcome.detail);
         return;
       }
+      session.authenticated = true;
       this.#stats.authenticated++;
       logger.log("info", "authenticated", { id, remote });
       await this.#handler(conn);
     } catch (error) {
-      if (session.closedByServer === "handshake-timeout") {
-        this.#countRejection("handshake-timeout");
-        logger.log("warn", "rejected", {
-          id,
-          remote,
-          reason: "handshake-timeout",
-          detail: `no answer within ${this.#handshakeTimeoutMs} ms`,
-        });
-      } else if (session.closedByServer === "shutdown" && isClosedUnder(error)) {
-        // Logged once for all such sessions by #shutDown.
-      } else if (isDisconnect(error)) {
-        logger.log("info", "disconnected", { id, remote, error: describeError(error) });
-      } else {
-        logger.log("error", "session-failed", { id, remote, error: describeError(error) });
+      switch (session.closedByServer) {
+        case "handshake-timeout":
+          this.#recordRejection(
+            session,
+            "handshake-timeout",
+            `no answer within ${this.#handshakeTimeoutMs} ms`,
+          );
+          break;
+        case "idle-timeout":
+          this.#stats.idleClosed++;
+          logger.log("info", "idle-timeout", { id, remote, idleTimeoutMs: this.#idleTimeoutMs });
+          break;
+        case "shutdown":
+          break; // logged once for all such sessions by #shutDown
+        default:
+          if (isDisconnect(error)) {
+            logger.log("info", "disconnected", { id, remote, error: describeError(error) });
+          } else {
+            logger.log("error", "session-failed", { id, remote, error: describeError(error) });
+          }
       }
     } finally {
       clearTimeout(deadline);
       closeQuietly(conn.tcp);
       this.#sessions.delete(session);
+      const left = this.#perAddress.get(session.address)! - 1;
+      if (left === 0) this.#perAddress.delete(session.address);
+      else this.#perAddress.set(session.address, left);
+      this.#stats.bytesIn += conn.bytesIn;
+      this.#stats.bytesOut += conn.bytesOut;
       logger.log("info", "closed", {
         id,
         remote,
@@ -258,8 +375,41 @@ export class Server {
     }
   }
 
-  #countRejection(reason: string): void {
+  /** Closes a session from outside its task; the task sees the read fail and logs why. */
+  #closeSession(session: Session, reason: NonNullable<Session["closedByServer"]>): void {
+    session.closedByServer ??= reason;
+    closeQuietly(session.conn.tcp);
+  }
+
+  #recordRejection(session: Session, reason: string, detail: string): void {
     this.#stats.rejected[reason] = (this.#stats.rejected[reason] ?? 0) + 1;
+    this.#logger.log("warn", "rejected", {
+      id: session.id,
+      remote: session.remote,
+      reason,
+      detail,
+    });
+    // Hanging up without sending a byte (a port scan, a TCP health check) guesses nothing:
+    // only answers, partial answers and timeouts count towards the throttle.
+    if (reason === "incomplete-answer" && session.conn.bytesIn === 0) return;
+    const cooldownMs = this.#throttle.recordFailure(session.address);
+    if (cooldownMs > 0) {
+      this.#stats.throttled++;
+      this.#logger.log("warn", "throttling", { address: session.address, cooldownMs });
+    }
+  }
+
+  #closeIdleSessions(): void {
+    const now = performance.now();
+    for (const session of this.#sessions) {
+      if (!session.authenticated) continue; // the handshake deadline covers the rest
+      if (session.conn.activity !== session.seenActivity || session.quietSince === undefined) {
+        session.seenActivity = session.conn.activity;
+        session.quietSince = now;
+      } else if (now - session.quietSince >= this.#idleTimeoutMs) {
+        this.#closeSession(session, "idle-timeout");
+      }
+    }
   }
 }
 
@@ -285,6 +435,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     hostname: options.hostname ?? DEFAULT_HOSTNAME,
     port: options.port ?? DEFAULT_PORT,
     transport: "tcp",
+    tcpBacklog: options.backlog ?? DEFAULT_BACKLOG,
   });
   return new Server(listener, key, options);
 }
@@ -303,6 +454,13 @@ function describeError(error: unknown): string {
 function positive(name: string, value: number): number {
   if (!(value > 0) || !Number.isFinite(value)) {
     throw new RangeError(`${name} must be a positive number, got ${value}`);
+  }
+  return value;
+}
+
+function atLeastZero(name: string, value: number): number {
+  if (!(value >= 0) || !Number.isFinite(value)) {
+    throw new RangeError(`${name} must be 0 or more, got ${value}`);
   }
   return value;
 }

@@ -156,3 +156,43 @@ export function concat(chunks: Uint8Array[]): Uint8Array {
 export function upper(text: string): Uint8Array {
   return encoder.encode(text.toUpperCase());
 }
+
+/**
+ * One short session from a chosen loopback source address (Deno.connect cannot bind one;
+ * node:net can): reads the challenge, sends `answer(challenge)` and half-closes if an answer is
+ * given, and resolves with every byte the server sent once it closes. A refused connection
+ * resolves with no bytes.
+ */
+export async function sessionFrom(
+  localAddress: string,
+  port: number,
+  answer?: (challenge: Uint8Array) => Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  const { default: net } = await import("node:net");
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  let answered = false;
+  return await new Promise((resolve, reject) => {
+    socket.on("data", async (chunk: Uint8Array) => {
+      chunks.push(new Uint8Array(chunk));
+      received += chunk.length;
+      if (answer && !answered && received >= CHALLENGE_LENGTH) {
+        answered = true;
+        // Answer, then half-close: an accepted session then ends as soon as it is served.
+        socket.end(await answer(concat(chunks).subarray(0, CHALLENGE_LENGTH)));
+      }
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      // A reset is how some closes arrive; anything else is a real failure.
+      if (error.code !== "ECONNRESET") reject(error);
+    });
+    socket.on("close", () => resolve(concat(chunks)));
+  });
+}
+
+/** An answer computed with `secret`: for `sessionFrom`. */
+export function answerWith(secret: Uint8Array) {
+  return async (challenge: Uint8Array) =>
+    await computeAnswer(await importSecretKey(secret), challenge);
+}

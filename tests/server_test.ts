@@ -236,7 +236,7 @@ Deno.test("past maxConnections new connections are closed at once, counted and l
     }
     const refused = await logger.waitFor("refused");
     assert.equal(refused.fields.reason, "connection-limit");
-    assert.equal(server.stats.refused, 1);
+    assert.deepEqual(server.stats.refused, { "connection-limit": 1 });
 
     // A slot that frees up is served again.
     held.pop()!.conn.close();

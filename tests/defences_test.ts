@@ -1,0 +1,327 @@
+/** Each defence against hostile clients, proved with real sockets on loopback. */
+
+import assert from "node:assert/strict";
+import { writeAll } from "../_io.ts";
+import { connect, exchange } from "../client.ts";
+import { computeAnswer, importSecretKey } from "../handshake.ts";
+import { authenticateClient } from "../handshake.ts";
+import {
+  answerWith,
+  decoder,
+  encoder,
+  openAuthenticated,
+  openRaw,
+  readToEnd,
+  SECRET,
+  sessionFrom,
+  startServer,
+  withTimeout,
+} from "./_helpers.ts";
+import { freshEnv, ServerProcess } from "./_process.ts";
+
+const WRONG = encoder.encode("not the secret");
+
+Deno.test("the idle timeout closes an authenticated client that moves no bytes", async () => {
+  const { server, logger, port } = await startServer({ idleTimeoutMs: 200 });
+  try {
+    const idle = await openAuthenticated(port);
+    try {
+      assert.equal((await readToEnd(idle.conn)).length, 0);
+    } finally {
+      idle.conn.close();
+    }
+    await logger.waitFor("idle-timeout");
+    assert.equal(server.stats.idleClosed, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("the idle timeout spares a client that keeps talking", async () => {
+  const { server, logger, port } = await startServer({ idleTimeoutMs: 300 });
+  const client = await connect({ secret: SECRET, port });
+  try {
+    // One byte every 50 ms for 1.2 s: four idle timeouts long, never idle for one.
+    const buffer = new Uint8Array(8);
+    const started = performance.now();
+    while (performance.now() - started < 1_200) {
+      await writeAll(client, encoder.encode("a"));
+      assert.equal(await client.read(buffer), 1);
+      assert.equal(buffer[0], "A".charCodeAt(0));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(logger.find("idle-timeout").length, 0);
+    assert.equal(server.stats.idleClosed, 0);
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+Deno.test("the per-address cap refuses one address's extra connections, not another's", async () => {
+  const { server, logger, port } = await startServer({ maxConnectionsPerAddress: 2 });
+  const held = [await openRaw(port), await openRaw(port)];
+  try {
+    // A third from 127.0.0.1 is closed at once, without a challenge.
+    assert.equal((await sessionFrom("127.0.0.1", port)).length, 0);
+    const refused = await logger.waitFor("refused");
+    assert.equal(refused.fields.reason, "address-limit");
+    // Another address is served.
+    const other = await sessionFrom("127.0.0.2", port, answerWith(SECRET));
+    assert.equal(other.length, 32, "127.0.0.2 got its challenge");
+    assert.deepEqual(server.stats.refused, { "address-limit": 1 });
+  } finally {
+    for (const raw of held) raw.conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("connections closed without a byte do not count towards the throttle", async () => {
+  const { server, logger, port } = await startServer({ throttle: { maxFailures: 2 } });
+  try {
+    for (let i = 0; i < 5; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      await logger.waitFor("closed", { remote: `127.0.0.1:${conn.localAddr.port}` });
+    }
+    // Five silent hang-ups, yet the address is not throttled: it guessed nothing.
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("ok") });
+    assert.equal(decoder.decode(reply), "OK");
+    assert.equal(server.stats.throttled, 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("failed handshakes put an address in a cool-down; other addresses are served", async () => {
+  const { server, logger, port } = await startServer({
+    throttle: { maxFailures: 3, windowMs: 60_000, cooldownMs: 60_000 },
+  });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const sent = await sessionFrom("127.0.0.3", port, answerWith(WRONG));
+      assert.equal(sent.length, 32, "each failure still got its challenge");
+    }
+    const throttling = await logger.waitFor("throttling");
+    assert.equal(throttling.fields.address, "127.0.0.3");
+    assert.equal(throttling.fields.cooldownMs, 60_000);
+
+    // Now even the right secret from that address is turned away at once, with no challenge.
+    assert.equal((await sessionFrom("127.0.0.3", port, answerWith(SECRET))).length, 0);
+    const refused = await logger.waitFor("refused", { reason: "throttled" });
+    assert.ok(Number(refused.fields.retryInMs) > 50_000);
+
+    // Honest clients elsewhere do not notice.
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("fine") });
+    assert.equal(decoder.decode(reply), "FINE");
+    assert.equal(server.stats.throttled, 1);
+    assert.deepEqual(server.stats.refused, { throttled: 1 });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a client that writes without reading makes the server stop reading it", async () => {
+  const { server, port } = await startServer();
+  const client = await connect({ secret: SECRET, port });
+  try {
+    const total = 256 * 1024 * 1024;
+    const chunk = new Uint8Array(1024 * 1024).fill("a".charCodeAt(0));
+    let written = 0;
+    let lastProgress = performance.now();
+    const writing = (async () => {
+      while (written < total) {
+        await writeAll(client, chunk);
+        written += chunk.length;
+        lastProgress = performance.now();
+      }
+      await client.closeWrite();
+    })();
+
+    // The writer stalls once the echo fills the kernel buffers (the server no longer reads).
+    // Progress is checked, not slept on: without backpressure the writer simply finishes.
+    const stalled = await withTimeout(
+      (async () => {
+        while (written < total) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          if (performance.now() - lastProgress > 500) return true;
+        }
+        return false;
+      })(),
+      "the writer to stall or finish",
+    );
+    assert.equal(stalled, true, "all 256 MiB went in without the client reading a byte");
+    const readByServer = server.stats.bytesIn;
+    assert.ok(
+      readByServer < 64 * 1024 * 1024,
+      `the server read ${readByServer} bytes from a client that reads nothing`,
+    );
+
+    // Nothing is lost: drain the echo and check every byte.
+    const buffer = new Uint8Array(1024 * 1024);
+    let received = 0;
+    for (let n; (n = await client.read(buffer)) !== null;) {
+      for (let i = 0; i < n; i++) {
+        if (buffer[i] !== 0x41) throw new Error(`byte ${received + i} is ${buffer[i]}, not "A"`);
+      }
+      received += n;
+    }
+    await writing;
+    assert.equal(received, total);
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+Deno.test("the idle timeout also frees a client that never reads its replies", async () => {
+  const { server, logger, port } = await startServer({ idleTimeoutMs: 300 });
+  const raw = await openAuthenticated(port);
+  try {
+    // Push until the server's write blocks: no byte moves either way from then on.
+    const chunk = new Uint8Array(1024 * 1024).fill(0x61);
+    const pushing = (async () => {
+      try {
+        while (true) await writeAll(raw.conn, chunk);
+      } catch {
+        // the server closed the connection: that is the point
+      }
+    })();
+    await logger.waitFor("idle-timeout", { remote: raw.remote });
+    await pushing;
+    assert.equal(server.stats.idleClosed, 1);
+  } finally {
+    raw.conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("before authentication the server reads only the answer, whatever is sent", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const raw = await openRaw(port);
+    try {
+      // 1 MiB of garbage: the server must decide on the first 40 bytes and hang up.
+      await writeAll(raw.conn, new Uint8Array(1024 * 1024).fill(0x7a)).catch(() => {});
+      assert.equal((await readToEnd(raw.conn)).length, 0);
+    } finally {
+      raw.conn.close();
+    }
+    const closed = await logger.waitFor("closed", { remote: raw.remote });
+    assert.equal(closed.fields.bytesIn, 40);
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "malformed-answer");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("authenticateClient() over random input never throws and never reads past 40 bytes", async () => {
+  const key = await importSecretKey(SECRET);
+  for (let round = 0; round < 2_000; round++) {
+    const input = crypto.getRandomValues(new Uint8Array(Math.floor(Math.random() * 120)));
+    // Sometimes a valid prefix, so hex-looking answers are covered too.
+    if (round % 3 === 0) {
+      input.set(encoder.encode("0123456789abcdef".repeat(3)).subarray(0, input.length));
+    }
+    let offset = 0;
+    const stream = {
+      read(buffer: Uint8Array) {
+        if (offset >= input.length) return Promise.resolve(null);
+        const n = Math.min(
+          buffer.length,
+          input.length - offset,
+          1 + Math.floor(Math.random() * 16),
+        );
+        buffer.set(input.subarray(offset, offset + n));
+        offset += n;
+        return Promise.resolve(n);
+      },
+      write: (data: Uint8Array) => Promise.resolve(data.length),
+    };
+    const outcome = await authenticateClient(stream, key);
+    assert.equal(outcome.authenticated, false);
+    assert.ok(offset <= 40, `read ${offset} bytes`);
+    assert.equal(offset, Math.min(40, input.length));
+  }
+});
+
+Deno.test("accept errors (out of file descriptors) do not end the server", async () => {
+  // A library server with no connection cap, in a process allowed 256 descriptors.
+  const fixture = new URL("./fixtures/uncapped_server.ts", import.meta.url).pathname;
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const server = ServerProcess.start(
+    "bash",
+    ["-c", `ulimit -n 256 && exec "${Deno.execPath()}" run --allow-net --allow-env "${fixture}"`],
+    { env: fresh.env },
+  );
+  const flood: Deno.TcpConn[] = [];
+  try {
+    const port = await server.port();
+    for (let i = 0; i < 400; i++) flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    await server.waitForLine(/ accept-failed .*Too many open files/);
+    for (const conn of flood.splice(0)) conn.close();
+    // Descriptors freed: the same process serves again.
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("survived") });
+    assert.equal(decoder.decode(reply), "SURVIVED");
+  } finally {
+    for (const conn of flood) conn.close();
+    const status = await server.stop("SIGTERM");
+    assert.equal(status.code, 0, server.lines.slice(-20).join("\n"));
+  }
+});
+
+Deno.test("serve keeps --max-connections below the open-file limit", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const server = ServerProcess.start(
+    "bash",
+    ["-c", `ulimit -n 512 && exec "${Deno.execPath()}" run -A "${main}" serve --port 0`],
+    { env: fresh.env },
+  );
+  try {
+    const line = await server.waitForLine(/ max-connections-lowered /);
+    assert.match(line, /from=10000 to=448 /);
+    assert.match(await server.waitForLine(/ listening /), / maxConnections=448 /);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("a reconnect storm: 10 000 clients at once are all challenged and served", async () => {
+  // The server runs in its own process, as in production, so each side has its own descriptors.
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const server = ServerProcess.start(
+    Deno.execPath(),
+    ["run", "-A", main, "serve", "--port", "0", "--quiet", "--max-connections-per-address", "0"],
+    { env: fresh.env },
+  );
+  try {
+    const port = await server.port();
+    const clients = 10_000;
+    const key = await importSecretKey(SECRET);
+    const message = encoder.encode("storm");
+    const results = await withTimeout(
+      Promise.all(Array.from({ length: clients }, async () => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          const challenge = new Uint8Array(32);
+          for (let got = 0; got < 32;) got += (await conn.read(challenge.subarray(got)))!;
+          await writeAll(conn, await computeAnswer(key, challenge));
+          await writeAll(conn, message);
+          await conn.closeWrite();
+          return decoder.decode(await readToEnd(conn));
+        } finally {
+          conn.close();
+        }
+      })),
+      `${clients} storming clients`,
+    );
+    assert.equal(results.filter((reply) => reply === "STORM").length, clients);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+  const stopped = server.lines.find((line) => / stopped /.test(line))!;
+  assert.match(stopped, / authenticated=10000 /);
+  assert.match(stopped, / refused=0 /);
+});
