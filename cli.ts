@@ -266,6 +266,8 @@ async function runServe(args: string[]): Promise<number> {
     refused: sum(refused),
     throttled,
     idleClosed,
+    ...prefixed("rejected-", rejected),
+    ...prefixed("refused-", refused),
   });
   logger.flush();
   return EXIT_OK;
@@ -283,6 +285,11 @@ async function openFileLimit(): Promise<number | undefined> {
   } catch {
     return undefined; // not Linux, or not allowed: nothing to clamp against
   }
+}
+
+/** `{ a: 1 }` as `{ "rejected-a": 1 }`: per-reason counts as flat log fields. */
+function prefixed(prefix: string, counts: Record<string, number | undefined>) {
+  return Object.fromEntries(Object.entries(counts).map(([key, n]) => [prefix + key, n]));
 }
 
 function sum(counts: Record<string, number | undefined>): number {

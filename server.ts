@@ -6,7 +6,7 @@
  */
 
 import { closeQuietly, isDisconnect } from "./_io.ts";
-import { authenticateClient, importSecretKey } from "./handshake.ts";
+import { ANSWER_LENGTH, authenticateClient, importSecretKey } from "./handshake.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
 import { type ServiceConnection, type ServiceHandler, upperCaseEcho } from "./upper_case_echo.ts";
@@ -350,7 +350,14 @@ export class Server {
         case "shutdown":
           break; // logged once for all such sessions by #shutDown
         default:
-          if (isDisconnect(error)) {
+          if (!session.authenticated && isDisconnect(error)) {
+            // A reset is one more way for the connection to end before the answer is complete.
+            this.#recordRejection(
+              session,
+              "incomplete-answer",
+              `the connection was reset after ${conn.bytesIn} of ${ANSWER_LENGTH} answer bytes`,
+            );
+          } else if (isDisconnect(error)) {
             logger.log("info", "disconnected", { id, remote, error: describeError(error) });
           } else {
             logger.log("error", "session-failed", { id, remote, error: describeError(error) });

@@ -196,6 +196,28 @@ Deno.test("the idle timeout also frees a client that never reads its replies", a
   }
 });
 
+Deno.test("a reset during the handshake counts as an incomplete answer (PROTOCOL.md §3)", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const { default: net } = await import("node:net");
+    const socket = net.connect({ host: "127.0.0.1", port });
+    await new Promise((resolve) => socket.once("data", resolve)); // the challenge
+    socket.write("abc");
+    socket.resetAndDestroy();
+    await new Promise((resolve) => socket.once("close", resolve));
+    const rejected = await logger.waitFor("rejected");
+    assert.equal(rejected.fields.reason, "incomplete-answer");
+    const { accepted, authenticated, rejected: byReason, refused } = server.stats;
+    assert.equal(
+      accepted,
+      authenticated + Object.values(byReason).reduce((a, b) => a + b, 0) +
+        Object.values(refused).reduce((a, b) => a + (b ?? 0), 0),
+    );
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("before authentication the server reads only the answer, whatever is sent", async () => {
   const { server, logger, port } = await startServer();
   try {
