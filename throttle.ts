@@ -105,6 +105,9 @@ export class AuthFailureThrottle {
     if (!this.enabled) return 0;
     const now = this.#now();
     const entry = this.#touch(address, now);
+    // Connections admitted before the cool-down began may still fail during it: that is the
+    // same offence, not a repeat, so it neither counts nor lengthens the cool-down.
+    if (now < entry.blockedUntil) return 0;
     if (now - entry.windowStart > this.#windowMs) {
       entry.failures = 0;
       entry.windowStart = now;

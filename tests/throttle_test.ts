@@ -51,6 +51,17 @@ Deno.test("AuthFailureThrottle doubles the cool-down on each repeat offence, up 
   assert.deepEqual(cooldowns, [1_000, 2_000, 4_000, 5_000, 5_000]);
 });
 
+Deno.test("AuthFailureThrottle ignores failures during a cool-down (connections from before it)", () => {
+  const { throttle, clock } = throttleWithClock({ maxFailures: 2, cooldownMs: 1_000 });
+  throttle.recordFailure("a");
+  assert.equal(throttle.recordFailure("a"), 1_000);
+  for (let i = 0; i < 10; i++) assert.equal(throttle.recordFailure("a"), 0);
+  assert.equal(throttle.blockedFor("a"), 1_000, "not lengthened");
+  clock.now = 1_000;
+  throttle.recordFailure("a");
+  assert.equal(throttle.recordFailure("a"), 2_000, "the next offence after it is the second");
+});
+
 Deno.test("AuthFailureThrottle starts over for an address quiet for a whole maximum cool-down", () => {
   const { throttle, clock } = throttleWithClock({
     maxFailures: 1,

@@ -1,0 +1,387 @@
+/**
+ * The chaos suite's clients: honest ones that verify every byte, and the hostile ones of issue 4.
+ * Each keeps a tally of what it saw, so the suite can check the server's counters against it.
+ */
+
+import net from "node:net";
+import { computeAnswer } from "../handshake.ts";
+import { exchange } from "../client.ts";
+
+/** What one kind of client did, as the client saw it. */
+export interface Tally {
+  name: string;
+  /** TCP connections made. */
+  connections: number;
+  /** Connections that got a challenge and then passed the handshake. */
+  authenticated: number;
+  /** Connections that got a challenge and were then closed without passing. */
+  rejected: number;
+  /** Connections closed by the server before any challenge: refused (cap, throttle). */
+  refused: number;
+  /** For honest clients: sessions whose echo was wrong or that failed. Must stay 0. */
+  failures: number;
+  notes: string[];
+}
+
+export function newTally(name: string): Tally {
+  return {
+    name,
+    connections: 0,
+    authenticated: 0,
+    rejected: 0,
+    refused: 0,
+    failures: 0,
+    notes: [],
+  };
+}
+
+/** Shared by every client: the target, the key, the stop signal. */
+export interface Target {
+  port: number;
+  key: CryptoKey;
+  secret: Uint8Array;
+  /** Aborted when the attack phase ends; loops stop starting new connections. */
+  stop: AbortSignal;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * A raw connection from a chosen source address, event-driven underneath, awaitable on top.
+ * Deno.connect cannot bind a source address; node:net can, and the throttle counts addresses.
+ */
+class RawSocket {
+  #socket: net.Socket;
+  #buffered: Uint8Array[] = [];
+  #bufferedLength = 0;
+  #ended = false;
+  #wake?: () => void;
+  readonly closed: Promise<void>;
+  received = 0;
+
+  constructor(port: number, localAddress: string) {
+    this.#socket = net.connect({ host: "127.0.0.1", port, localAddress });
+    this.#socket.on("data", (chunk: Uint8Array) => {
+      this.#buffered.push(new Uint8Array(chunk));
+      this.#bufferedLength += chunk.length;
+      this.received += chunk.length;
+      this.#wake?.();
+    });
+    this.#socket.on("error", () => {}); // resets are expected; "close" follows
+    this.closed = new Promise((resolve) => {
+      this.#socket.on("close", () => {
+        this.#ended = true;
+        this.#wake?.();
+        resolve();
+      });
+    });
+  }
+
+  /** Resolves with `count` bytes, or null if the connection ends first. */
+  async readExactly(count: number): Promise<Uint8Array | null> {
+    while (this.#bufferedLength < count && !this.#ended) {
+      await new Promise<void>((resolve) => this.#wake = resolve);
+      this.#wake = undefined;
+    }
+    if (this.#bufferedLength < count) return null;
+    const all = concat(this.#buffered);
+    this.#buffered = [all.subarray(count)];
+    this.#bufferedLength -= count;
+    return all.subarray(0, count);
+  }
+
+  /** Writes, resolving when the data is handed to the kernel (backpressure respected). */
+  write(data: Uint8Array): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    return new Promise((resolve) => {
+      if (this.#socket.write(data)) resolve();
+      else {
+        const done = () => {
+          this.#socket.off("drain", done);
+          this.#socket.off("close", done);
+          resolve();
+        };
+        this.#socket.on("drain", done);
+        this.#socket.on("close", done);
+      }
+    });
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Stops reading: the kernel buffers fill and the peer's writes block. */
+  pause(): void {
+    this.#socket.pause();
+  }
+
+  end(): void {
+    this.#socket.end();
+  }
+
+  reset(): void {
+    this.#socket.resetAndDestroy();
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Opens a connection and reads the challenge; records a refusal when none comes. */
+async function openChallenged(
+  target: Target,
+  from: string,
+  tally: Tally,
+): Promise<{ socket: RawSocket; challenge: Uint8Array } | null> {
+  const socket = new RawSocket(target.port, from);
+  tally.connections++;
+  const challenge = await socket.readExactly(32);
+  if (challenge === null) {
+    tally.refused++;
+    await socket.closed;
+    return null;
+  }
+  return { socket, challenge };
+}
+
+/** Waits for the server to close a connection it has rejected, and counts it. */
+async function expectRejection(socket: RawSocket, tally: Tally): Promise<void> {
+  await socket.closed;
+  if (socket.received > 32) {
+    tally.authenticated++;
+    tally.notes.push("a hostile answer was accepted!");
+  } else {
+    tally.rejected++;
+  }
+}
+
+/** Waits `ms`, or less if `until` settles first (the timer is cleared either way). */
+function sleep(ms: number, until: Promise<unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    until.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Honest clients in a loop from 127.0.0.1, each echo checked byte for byte. */
+export async function honest(target: Target, workers: number): Promise<Tally> {
+  const tally = newTally("honest clients");
+  const alphabet = ["a", "b", "z", " ", "ß", "é", "€", "😀", "ﬁ", "\n", "Q", "7"];
+  await Promise.all(Array.from({ length: workers }, async () => {
+    while (!target.stop.aborted) {
+      let text = "";
+      const length = 1 + Math.floor(Math.random() * 2_000);
+      for (let i = 0; i < length; i++) {
+        text += alphabet[Math.floor(Math.random() * alphabet.length)];
+      }
+      tally.connections++;
+      try {
+        const reply = await exchange({
+          secret: target.key,
+          port: target.port,
+          message: encoder.encode(text),
+        });
+        const expected = encoder.encode(text.toUpperCase());
+        if (reply.length !== expected.length || reply.some((byte, i) => byte !== expected[i])) {
+          tally.failures++;
+          tally.notes.push(`wrong echo for a ${length}-character message`);
+        } else {
+          tally.authenticated++;
+        }
+      } catch (error) {
+        tally.failures++;
+        if (tally.notes.length < 5) tally.notes.push(String(error));
+      }
+    }
+  }));
+  return tally;
+}
+
+/**
+ * Slowloris, stalling at every byte position: client k sends the first k bytes of a valid answer
+ * at once, then one more byte per interval, until the handshake deadline closes it.
+ */
+export async function slowloris(target: Target, from: string, intervalMs: number): Promise<Tally> {
+  const tally = newTally("slowloris");
+  await Promise.all(Array.from({ length: 40 }, async (_, position) => {
+    const opened = await openChallenged(target, from, tally);
+    if (!opened) return;
+    const answer = await computeAnswer(target.key, opened.challenge);
+    await opened.socket.write(answer.subarray(0, position));
+    // Stop one byte short of a whole answer: the point is to hold the slot, never to finish.
+    for (let i = position; i < 39 && !opened.socket.ended; i++) {
+      await sleep(intervalMs, opened.socket.closed);
+      if (!opened.socket.ended) await opened.socket.write(answer.subarray(i, i + 1));
+    }
+    await expectRejection(opened.socket, tally); // the handshake deadline must close it
+  }));
+  return tally;
+}
+
+/** Garbage and random bytes, from many addresses, so thousands reach the answer parser. */
+export async function garbage(target: Target, count: number, round: number): Promise<Tally> {
+  const tally = newTally("garbage and random bytes");
+  let next = 0;
+  await Promise.all(Array.from({ length: 32 }, async () => {
+    while (next < count && !target.stop.aborted) {
+      const i = next++;
+      // Four attempts per address: under the throttle's threshold, so the parser sees them all.
+      const host = i >> 2; // the same address for four consecutive attempts
+      const from = `127.${round}.${Math.floor(host / 254) % 256}.${(host % 254) + 1}`;
+      const opened = await openChallenged(target, from, tally);
+      if (!opened) continue;
+      const junk = crypto.getRandomValues(new Uint8Array(1 + Math.floor(Math.random() * 200)));
+      await opened.socket.write(junk);
+      if (junk.length < 40) opened.socket.end(); // a short answer: end it, or the deadline would
+      await expectRejection(opened.socket, tally);
+    }
+  }));
+  return tally;
+}
+
+/** Oversized answers: 1 MiB of hex digits; the server must decide on 40 bytes. */
+export async function oversized(target: Target, from: string, count: number): Promise<Tally> {
+  const tally = newTally("oversized answers");
+  const huge = new Uint8Array(1024 * 1024).fill("f".charCodeAt(0));
+  for (let i = 0; i < count && !target.stop.aborted; i++) {
+    const opened = await openChallenged(target, from, tally);
+    if (!opened) continue;
+    void opened.socket.write(huge);
+    await expectRejection(opened.socket, tally);
+  }
+  return tally;
+}
+
+/** Wrong digests in bulk from one address: the throttle should turn it away. */
+export async function wrongDigests(target: Target, from: string, count: number): Promise<Tally> {
+  const tally = newTally("wrong digests in bulk");
+  const wrongKey = await crypto.subtle.importKey(
+    "raw",
+    encoder.encode("a wrong guess"),
+    { name: "HMAC", hash: "SHA-1" },
+    false,
+    ["sign"],
+  );
+  for (let i = 0; i < count && !target.stop.aborted; i++) {
+    const opened = await openChallenged(target, from, tally);
+    if (!opened) continue;
+    await opened.socket.write(await computeAnswer(wrongKey, opened.challenge));
+    await expectRejection(opened.socket, tally);
+  }
+  return tally;
+}
+
+/** Connect-and-close floods. */
+export async function connectFlood(target: Target, from: string, count: number): Promise<Tally> {
+  const tally = newTally("connect-and-close flood");
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next++ < count && !target.stop.aborted) {
+      const socket = new RawSocket(target.port, from);
+      tally.connections++;
+      // Close as soon as anything (or nothing) arrives: no answer is ever sent.
+      const challenge = await socket.readExactly(1);
+      socket.destroy();
+      await socket.closed;
+      if (challenge === null) tally.refused++;
+      else tally.rejected++;
+    }
+  }));
+  return tally;
+}
+
+/** Authenticated clients that reset the connection in the middle of a stream. */
+export async function midStreamResets(target: Target, from: string, count: number): Promise<Tally> {
+  const tally = newTally("resets mid-stream");
+  for (let i = 0; i < count && !target.stop.aborted; i++) {
+    const opened = await openChallenged(target, from, tally);
+    if (!opened) continue;
+    await opened.socket.write(await computeAnswer(target.key, opened.challenge));
+    await opened.socket.write(encoder.encode("ping"));
+    if ((await opened.socket.readExactly(4)) === null) {
+      tally.rejected++;
+      continue;
+    }
+    tally.authenticated++;
+    await opened.socket.write(new Uint8Array(64 * 1024).fill(0x62));
+    opened.socket.reset();
+    await opened.socket.closed;
+  }
+  return tally;
+}
+
+/** Half-open: authenticated, then silent forever; the idle timeout must free them. */
+export async function halfOpen(target: Target, from: string, count: number): Promise<Tally> {
+  const tally = newTally("half-open (silent after auth)");
+  await Promise.all(Array.from({ length: count }, async () => {
+    const opened = await openChallenged(target, from, tally);
+    if (!opened) return;
+    await opened.socket.write(await computeAnswer(target.key, opened.challenge));
+    await opened.socket.write(encoder.encode("x"));
+    if ((await opened.socket.readExactly(1)) === null) {
+      tally.rejected++;
+      return;
+    }
+    tally.authenticated++;
+    await opened.socket.closed; // the server's idle timeout ends it
+  }));
+  return tally;
+}
+
+/** A client that sends `bytes` without ever reading: backpressure, then the idle timeout. */
+export async function neverReads(target: Target, from: string, bytes: number): Promise<Tally> {
+  const tally = newTally("never reads, sends a lot");
+  const opened = await openChallenged(target, from, tally);
+  if (!opened) return tally;
+  await opened.socket.write(await computeAnswer(target.key, opened.challenge));
+  await opened.socket.write(encoder.encode("x"));
+  if ((await opened.socket.readExactly(1)) === null) {
+    tally.rejected++;
+    return tally;
+  }
+  tally.authenticated++;
+  opened.socket.pause();
+  const chunk = new Uint8Array(1024 * 1024).fill(0x63);
+  let sent = 0;
+  while (sent < bytes && !opened.socket.ended) {
+    await opened.socket.write(chunk);
+    sent += chunk.length;
+  }
+  tally.notes.push(
+    `pushed ${(sent / 1024 / 1024).toFixed(0)} MiB of ${
+      bytes / 1024 / 1024
+    } MiB before the server hung up`,
+  );
+  opened.socket.destroy();
+  await opened.socket.closed;
+  return tally;
+}
+
+/** More connections than the server's descriptor limit, held open, from one address. */
+export async function descriptorFlood(target: Target, from: string, count: number): Promise<Tally> {
+  const tally = newTally(`${count} connections held (> the fd limit)`);
+  const held: RawSocket[] = [];
+  await Promise.all(Array.from({ length: count }, async () => {
+    const opened = await openChallenged(target, from, tally);
+    if (opened) held.push(opened.socket);
+  }));
+  tally.notes.push(`${held.length} got a challenge, ${tally.refused} were refused at once`);
+  // Hold them until the server's handshake deadline closes them.
+  for (const socket of held) await expectRejection(socket, tally);
+  return tally;
+}
