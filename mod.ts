@@ -66,6 +66,7 @@ export {
 export {
   type ServiceConnection,
   type ServiceHandler,
+  type TrafficCounters,
   upperCaseEcho,
   UpperCaseTransformer,
 } from "./upper_case_echo.ts";

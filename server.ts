@@ -9,7 +9,12 @@ import { closeQuietly, isDisconnect } from "./_io.ts";
 import { ANSWER_LENGTH, authenticateClient, importSecretKey } from "./handshake.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
-import { type ServiceConnection, type ServiceHandler, upperCaseEcho } from "./upper_case_echo.ts";
+import {
+  type ServiceConnection,
+  type ServiceHandler,
+  type TrafficCounters,
+  upperCaseEcho,
+} from "./upper_case_echo.ts";
 
 /** Default TCP port, the tutorial's. */
 export const DEFAULT_PORT = 4444;
@@ -106,7 +111,7 @@ interface Session {
 }
 
 /** A TCP connection that counts the bytes through it, for the `closed` log line. */
-class MeteredConnection implements ServiceConnection {
+class MeteredConnection implements ServiceConnection, TrafficCounters {
   bytesIn = 0;
   bytesOut = 0;
   /** Bumped whenever a read or write completes: a clock-free sign of life for the idle sweeper. */
@@ -137,7 +142,8 @@ export class Server {
   readonly addr: Deno.NetAddr;
   #listener: Deno.TcpListener;
   #key: CryptoKey;
-  #handler: ServiceHandler;
+  /** The caller's handler, or undefined for the default echo, which counts its own traffic. */
+  #handler?: ServiceHandler;
   #logger: Logger;
   #handshakeTimeoutMs: number;
   #maxConnections: number;
@@ -172,7 +178,7 @@ export class Server {
     this.#listener = listener;
     this.addr = listener.addr;
     this.#key = key;
-    this.#handler = options.handler ?? upperCaseEcho;
+    this.#handler = options.handler;
     this.#logger = options.logger ?? silentLogger;
     this.#handshakeTimeoutMs = positive(
       "handshakeTimeoutMs",
@@ -333,7 +339,8 @@ export class Server {
       session.authenticated = true;
       this.#stats.authenticated++;
       logger.log("info", "authenticated", { id, remote });
-      await this.#handler(conn);
+      if (this.#handler) await this.#handler(conn);
+      else await upperCaseEcho(conn.tcp, conn); // the bare connection: no wrapper per read
     } catch (error) {
       switch (session.closedByServer) {
         case "handshake-timeout":

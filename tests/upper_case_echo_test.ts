@@ -119,3 +119,24 @@ Deno.test("UpperCaseTransformer upper-cases an ASCII chunk in place and returns 
   assert.equal(output, chunk);
   assert.equal(decoder.decode(chunk), "ABC-XYZ");
 });
+
+Deno.test("UpperCaseTransformer's word-at-a-time ASCII path agrees with toUpperCase", () => {
+  // Every ASCII byte value, at every alignment and length around the word loop's threshold.
+  const all = Uint8Array.from({ length: 128 * 4 }, (_, i) => i % 128);
+  for (let offset = 0; offset < 4; offset++) {
+    for (const length of [63, 64, 65, 67, 128, 511]) {
+      const backing = new Uint8Array(offset + length);
+      backing.set(all.subarray(0, length), offset);
+      const chunk = backing.subarray(offset);
+      const expected = decoder.decode(chunk).toUpperCase();
+      const output = new UpperCaseTransformer().transform(chunk);
+      assert.equal(decoder.decode(output), expected, `offset ${offset}, length ${length}`);
+    }
+  }
+  // A non-ASCII byte deep in a long chunk: the word loop hands over to the decoder correctly.
+  for (let at = 60; at < 80; at++) {
+    const bytes = new Uint8Array(200).fill(0x71); // "q"
+    bytes.set(encoder.encode("é"), at);
+    assert.equal(decoder.decode(transformAll([bytes])), expected(bytes), `é at ${at}`);
+  }
+});
