@@ -49,13 +49,14 @@ const SMALL_READS_BEFORE_SHRINKING = 16;
  * ```
  */
 export class UpperCaseTransformer {
-  #decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
-  #encoder = new TextEncoder();
+  /** Created at the first non-ASCII byte: most connections never need one, and it costs memory. */
+  #decoder?: TextDecoder;
   /**
-   * The stream's last (up to) three bytes seen by the decoder: a partial character may have begun
-   * several chunks ago, and a UTF-8 sequence's lead byte is never more than three bytes back.
+   * The stream's last (up to) three bytes seen by the decoder, packed into one number (the most
+   * recent in the low byte): a partial character may have begun several chunks ago, and a UTF-8
+   * sequence's lead byte is never more than three bytes back.
    */
-  #tail = new Uint8Array(3);
+  #tail = 0;
   #tailLength = 0;
 
   /**
@@ -65,24 +66,24 @@ export class UpperCaseTransformer {
   transform(chunk: Uint8Array): Uint8Array {
     if (!this.#mayHoldPartial() && upperCaseAsciiInPlace(chunk)) return chunk;
     // Upper-casing the ASCII prefix in place above does not change what the decoder sees as text.
+    this.#decoder ??= new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
     const text = this.#decoder.decode(chunk, { stream: true });
     this.#remember(chunk);
-    return this.#encoder.encode(text.toUpperCase());
+    return encoder.encode(text.toUpperCase());
   }
 
   /** Ends the stream: an incomplete character left over becomes U+FFFD. */
   flush(): Uint8Array {
     this.#tailLength = 0;
-    return this.#encoder.encode(this.#decoder.decode().toUpperCase());
+    if (this.#decoder === undefined) return new Uint8Array(0);
+    return encoder.encode(this.#decoder.decode().toUpperCase());
   }
 
   #remember(chunk: Uint8Array): void {
-    const keep = Math.min(this.#tail.length, this.#tailLength + chunk.length);
-    const fromChunk = Math.min(keep, chunk.length);
-    const fromTail = keep - fromChunk;
-    this.#tail.copyWithin(0, this.#tailLength - fromTail, this.#tailLength);
-    this.#tail.set(chunk.subarray(chunk.length - fromChunk), fromTail);
-    this.#tailLength = keep;
+    for (let i = Math.max(0, chunk.length - 3); i < chunk.length; i++) {
+      this.#tail = ((this.#tail << 8) | chunk[i]) & 0xffffff;
+    }
+    this.#tailLength = Math.min(3, this.#tailLength + chunk.length);
   }
 
   /**
@@ -91,9 +92,8 @@ export class UpperCaseTransformer {
    * which is always correct.
    */
   #mayHoldPartial(): boolean {
-    const tail = this.#tail;
     for (let back = 1; back <= this.#tailLength; back++) {
-      const byte = tail[this.#tailLength - back];
+      const byte = (this.#tail >>> (8 * (back - 1))) & 0xff;
       if ((byte & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead byte
       const length = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
       return length > back;
@@ -101,6 +101,8 @@ export class UpperCaseTransformer {
     return false;
   }
 }
+
+const encoder = new TextEncoder();
 
 /** Chunks shorter than this are not worth a word view. */
 const WORD_LOOP_MIN = 64;
