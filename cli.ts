@@ -21,7 +21,9 @@ import {
   DEFAULT_PORT,
   formatAddr,
   serve,
+  type ServerStats,
 } from "./server.ts";
+import { startWorkers, WorkerStartError } from "./workers.ts";
 import {
   DEFAULT_THROTTLE_COOLDOWN_MS,
   DEFAULT_THROTTLE_FAILURES,
@@ -62,6 +64,7 @@ serve options:
   DEFAULT_THROTTLE_COOLDOWN_MS / 1000
 })
   --backlog N              listen queue length, for reconnect storms (default ${DEFAULT_BACKLOG})
+  --workers N              server threads sharing the port (SO_REUSEPORT); 0: one per core (default 1)
   --log-format text|json   one line per event, for people (default) or for log shippers
   --quiet                  log only lifecycle lines, warnings and errors, not every connection
 
@@ -161,6 +164,7 @@ async function runServe(args: string[]): Promise<number> {
     "throttle-window": { type: "string" },
     "throttle-cooldown": { type: "string" },
     backlog: { type: "string" },
+    workers: { type: "string" },
     "log-format": { type: "string" },
     quiet: { type: "boolean" },
   });
@@ -192,6 +196,7 @@ async function runServe(args: string[]): Promise<number> {
     cooldownMs: seconds("throttle-cooldown", DEFAULT_THROTTLE_COOLDOWN_MS),
   };
   const backlog = count("backlog", DEFAULT_BACKLOG);
+  const workers = count("workers", 1, true) || navigator.hardwareConcurrency;
   const format = values["log-format"] ?? "text";
   if (format !== "text" && format !== "json") {
     throw new UsageError(`--log-format must be text or json, got "${format}"`);
@@ -223,20 +228,42 @@ async function runServe(args: string[]): Promise<number> {
     maxConnections = clamped;
   }
 
-  let server;
+  const options = {
+    secret: loaded.secret,
+    hostname,
+    port,
+    handshakeTimeoutMs,
+    idleTimeoutMs,
+    maxConnections,
+    maxConnectionsPerAddress,
+    throttle,
+    backlog,
+  };
+  let running: { address: string; close(gracePeriodMs: number): Promise<ServerStats> };
   try {
-    server = await serve({
-      secret: loaded.secret,
-      hostname,
-      port,
-      handshakeTimeoutMs,
-      idleTimeoutMs,
-      maxConnections,
-      maxConnectionsPerAddress,
-      throttle,
-      backlog,
-      logger,
-    });
+    if (workers === 1) {
+      const server = await serve({ ...options, logger });
+      running = {
+        address: formatAddr(server.addr),
+        close: async (gracePeriodMs) => (await server.close({ gracePeriodMs }), server.stats),
+      };
+    } else {
+      // The threads share the process's descriptors, so they share its connection cap too.
+      const perWorker = {
+        ...options,
+        maxConnections: Math.max(1, Math.floor(maxConnections / workers)),
+      };
+      const pool = await startWorkers(
+        workers,
+        perWorker,
+        { format, quiet: values.quiet ?? false },
+        logger,
+      );
+      running = {
+        address: formatAddr({ transport: "tcp", hostname, port: pool.port }),
+        close: pool.close,
+      };
+    }
   } catch (error) {
     printError(describeListenError(error, hostname, port));
     return EXIT_FAILURE;
@@ -248,8 +275,9 @@ async function runServe(args: string[]): Promise<number> {
   // Handlers first: a signal sent as soon as "listening" appears must find them in place.
   const shutdownSignal = waitForShutdownSignal(logger);
   logger.log("notice", "listening", {
-    address: formatAddr(server.addr),
+    address: running.address,
     secret: loaded.source,
+    workers,
     maxConnections,
     maxConnectionsPerAddress,
     handshakeTimeoutMs,
@@ -257,8 +285,8 @@ async function runServe(args: string[]): Promise<number> {
     throttleAfter: throttle.maxFailures,
   });
   await shutdownSignal;
-  await server.close({ gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
-  const { accepted, authenticated, refused, rejected, throttled, idleClosed } = server.stats;
+  const stats = await running.close(DEFAULT_GRACE_PERIOD_MS);
+  const { accepted, authenticated, refused, rejected, throttled, idleClosed } = stats;
   logger.log("notice", "stopped", {
     accepted,
     authenticated,
@@ -390,15 +418,20 @@ function parseNumber(
 
 function describeListenError(error: unknown, hostname: string, port: number): string {
   const where = `${hostname}:${port}`;
-  if (error instanceof Deno.errors.AddrInUse) {
-    return `Cannot listen on ${where}: the address is already in use. ` +
-      `Stop the other server or choose another --port`;
-  }
-  if (error instanceof Deno.errors.AddrNotAvailable) {
-    return `Cannot listen on ${where}: ${hostname} is not an address of this machine`;
-  }
-  if (error instanceof Deno.errors.PermissionDenied) {
-    return `Cannot listen on ${where}: permission denied (ports below 1024 need privileges)`;
+  // By name: a worker thread's error reaches the supervisor as a name and a message only.
+  const name = error instanceof WorkerStartError
+    ? error.causeName
+    : error instanceof Error
+    ? error.name
+    : "";
+  switch (name) {
+    case "AddrInUse":
+      return `Cannot listen on ${where}: the address is already in use. ` +
+        `Stop the other server or choose another --port`;
+    case "AddrNotAvailable":
+      return `Cannot listen on ${where}: ${hostname} is not an address of this machine`;
+    case "PermissionDenied":
+      return `Cannot listen on ${where}: permission denied (ports below 1024 need privileges)`;
   }
   return `Cannot listen on ${where}: ${error instanceof Error ? error.message : String(error)}`;
 }

@@ -61,6 +61,8 @@ export interface ServeOptions {
   throttle?: ThrottleOptions | false;
   /** Listen queue length (`tcpBacklog`). Default 4 096. */
   backlog?: number;
+  /** Share the port with other listeners (`SO_REUSEPORT`): how `--workers` spreads connections. */
+  reusePort?: boolean;
   /** Serves each authenticated connection. Default: {@linkcode upperCaseEcho}. */
   handler?: ServiceHandler;
   /** Receives connection events. Default: none are logged. */
@@ -173,7 +175,7 @@ export class Server {
   constructor(
     listener: Deno.TcpListener,
     key: CryptoKey,
-    options: Omit<ServeOptions, "secret" | "hostname" | "port" | "backlog"> = {},
+    options: Omit<ServeOptions, "secret" | "hostname" | "port" | "backlog" | "reusePort"> = {},
   ) {
     this.#listener = listener;
     this.addr = listener.addr;
@@ -450,6 +452,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     port: options.port ?? DEFAULT_PORT,
     transport: "tcp",
     tcpBacklog: options.backlog ?? DEFAULT_BACKLOG,
+    reusePort: options.reusePort ?? false,
   });
   return new Server(listener, key, options);
 }

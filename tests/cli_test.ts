@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import denoConfig from "../deno.json" with { type: "json" };
-import { decoder, encoder } from "./_helpers.ts";
+import { decoder, encoder, withTimeout } from "./_helpers.ts";
 import { freshEnv, ServerProcess } from "./_process.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -239,4 +239,67 @@ Deno.test("serve --quiet drops per-connection lines but keeps the lifecycle", as
     server.lines.filter((line) => / (accepted|authenticated|closed) /.test(line)).length,
     0,
   );
+});
+
+Deno.test("serve --workers 2 shares one port between two server threads", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "workers" });
+  const server = startServe(["--port", "0", "--workers", "2"], fresh.env);
+  try {
+    const port = await server.port();
+    assert.match(await server.waitForLine(/ listening /), / workers=2 /);
+    // The kernel spreads connections by a hash of their addresses: over 40, both threads serve
+    // some unless something is wrong (a chance of 2 in a trillion otherwise).
+    const { exchange } = await import("../client.ts");
+    for (let i = 0; i < 40; i++) {
+      const reply = await exchange({
+        secret: encoder.encode("workers"),
+        port,
+        message: encoder.encode(`m${i}`),
+      });
+      assert.equal(decoder.decode(reply), `M${i}`);
+    }
+    await server.waitForLine(/ authenticated .* worker=1/);
+    await server.waitForLine(/ authenticated .* worker=2/);
+  } finally {
+    assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
+  }
+  assert.ok(server.lines.some((line) => / stopped accepted=40 authenticated=40 /.test(line)));
+});
+
+Deno.test("serve --workers on a port in use exits 1 with the same clear message", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const server = startServe(["--port", String(listener.addr.port), "--workers", "2"], fresh.env);
+    assert.equal((await server.exited()).code, 1);
+    assert.match(server.lines.join("\n"), /the address is already in use/);
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("a second serve --workers on the same port fails instead of joining the first", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  const first = startServe(["--port", "0", "--workers", "2"], fresh.env);
+  try {
+    const port = await first.port();
+    const second = startServe(["--port", String(port), "--workers", "2"], fresh.env);
+    try {
+      // Were it to join, it would listen and run on: fail on that instead of waiting forever.
+      const outcome = await withTimeout(
+        Promise.race([
+          second.exited().then(() => "exited"),
+          second.port().then(() => "joined the port", () => "exited"),
+        ]),
+        "the second server to exit",
+      );
+      assert.equal(outcome, "exited");
+      assert.equal((await second.exited()).code, 1);
+      assert.match(second.lines.join("\n"), /the address is already in use/);
+    } finally {
+      await second.stop();
+    }
+  } finally {
+    assert.equal((await first.stop()).code, 0);
+  }
 });
