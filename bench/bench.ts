@@ -94,6 +94,30 @@ const SERVERS: ServerSpec[] = [
   },
 ].filter((spec) => !flags.only || flags.only.split(",").includes(spec.name));
 
+/** hmac-echo with N worker threads, for the unpinned 1-versus-2 comparison. */
+function workersSpec(count: number): ServerSpec {
+  const base = SERVERS.find((spec) => spec.name === "hmac-echo")!;
+  return {
+    name: `hmac-echo, ${count} worker${count > 1 ? "s" : ""}`,
+    auth: true,
+    command: (port) => [...base.command(port), "--workers", String(count)],
+  };
+}
+const WORKER_METRICS: Metric[] = [
+  {
+    id: "workers-rtt-1000",
+    title: "Unpinned: round trips/s, 1 000 connections × 32 B",
+    unit: "round trips/s",
+    higherIsBetter: true,
+  },
+  {
+    id: "workers-sessions-c100",
+    title: "Unpinned: sessions/s, concurrency 100",
+    unit: "sessions/s",
+    higherIsBetter: true,
+  },
+];
+
 // --- the metrics ------------------------------------------------------------------------------
 const METRICS: Metric[] = [
   {
@@ -162,8 +186,11 @@ const QUICK_METRICS = new Set(["sessions-c10", "rtt-100", "bulk", "rss-per-idle-
 // --- plumbing ---------------------------------------------------------------------------------
 let nextPort = 20_000 + Math.floor(Math.random() * 20_000);
 
+/** Set while measuring --workers, which is about using both cores: nothing is pinned then. */
+let pinningOff = false;
+
 function pinned(core: number, command: string[]): string[] {
-  return PINNED ? ["taskset", "-c", String(core), ...command] : command;
+  return PINNED && !pinningOff ? ["taskset", "-c", String(core), ...command] : command;
 }
 
 interface Running {
@@ -317,11 +344,11 @@ async function measure(
   const server = await startServer(spec);
   try {
     const duration = ["--duration", String(SECONDS)];
-    switch (metric.id) {
+    switch (metric.id.replace(/^workers-/, "")) {
       case "sessions-c1":
       case "sessions-c10":
       case "sessions-c100": {
-        const concurrency = metric.id.slice("sessions-c".length);
+        const concurrency = metric.id.replace(/^workers-/, "").slice("sessions-c".length);
         const r = await load(spec, server, ["sessions", "--concurrency", concurrency, ...duration]);
         return {
           value: r.perSecond!,
@@ -330,7 +357,7 @@ async function measure(
       }
       case "rtt-100":
       case "rtt-1000": {
-        const connections = metric.id.slice("rtt-".length);
+        const connections = metric.id.replace(/^workers-/, "").slice("rtt-".length);
         const r = await load(spec, server, ["rtt", "--connections", connections, ...duration]);
         if (metric.id === "rtt-100") {
           maxRtt100.set(spec.name, Math.max(maxRtt100.get(spec.name) ?? 0, r.perSecond!));
@@ -429,27 +456,38 @@ console.log(
 );
 console.log(JSON.stringify(info));
 const results: BenchResult[] = [];
+
+/** Measures `metric` for `spec` REPEATS times, prints the median and spread, keeps the result. */
+async function runMetric(metric: Metric, spec: ServerSpec): Promise<void> {
+  const runs: { value: number; extra: Record<string, number> }[] = [];
+  for (let i = 0; i < REPEATS; i++) runs.push(await measure(metric, spec));
+  const values = runs.map((run) => run.value);
+  const result: BenchResult = {
+    metric: metric.id,
+    server: spec.name,
+    median: median(values),
+    min: Math.min(...values),
+    max: Math.max(...values),
+    runs,
+  };
+  results.push(result);
+  console.log(
+    `${metric.title.padEnd(58)} ${spec.name.padEnd(22)} ${format(result.median).padStart(10)} ` +
+      `${metric.unit}  (${format(result.min)}–${format(result.max)})`,
+  );
+}
+
 for (const metric of metrics) {
-  for (const spec of SERVERS) {
-    const runs: { value: number; extra: Record<string, number> }[] = [];
-    for (let i = 0; i < REPEATS; i++) runs.push(await measure(metric, spec));
-    const values = runs.map((run) => run.value);
-    const result: BenchResult = {
-      metric: metric.id,
-      server: spec.name,
-      median: median(values),
-      min: Math.min(...values),
-      max: Math.max(...values),
-      runs,
-    };
-    results.push(result);
-    console.log(
-      `${metric.title.padEnd(58)} ${spec.name.padEnd(18)} ${
-        format(result.median).padStart(10)
-      } ${metric.unit}` +
-        `  (${format(result.min)}–${format(result.max)})`,
-    );
+  for (const spec of SERVERS) await runMetric(metric, spec);
+}
+
+if (!quick && SERVERS.some((spec) => spec.name === "hmac-echo")) {
+  pinningOff = true;
+  for (const metric of WORKER_METRICS) {
+    for (const spec of [workersSpec(1), workersSpec(2)]) await runMetric(metric, spec);
   }
+  pinningOff = false;
+  metrics.push(...WORKER_METRICS);
 }
 
 function format(value: number): string {
@@ -470,6 +508,11 @@ for (const c of ["1", "10", "100"]) {
   ratios[`sessions-c${c} hmac-echo / Deno plain`] = get(`sessions-c${c}`, "hmac-echo") /
     get(`sessions-c${c}`, "Deno plain echo");
 }
+ratios["workers-rtt-1000 2 workers / 1"] = get("workers-rtt-1000", "hmac-echo, 2 workers") /
+  get("workers-rtt-1000", "hmac-echo, 1 worker");
+ratios["workers-sessions-c100 2 workers / 1"] =
+  get("workers-sessions-c100", "hmac-echo, 2 workers") /
+  get("workers-sessions-c100", "hmac-echo, 1 worker");
 console.log("\nratios (same run):");
 for (const [name, ratio] of Object.entries(ratios)) {
   if (!Number.isNaN(ratio)) console.log(`  ${name.padEnd(42)} ${ratio.toFixed(2)}×`);
