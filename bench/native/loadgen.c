@@ -101,6 +101,17 @@ static int open_conn(conn_t *c) {
   if (c->fd < 0) return -1;
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (opt.mode == SESSIONS) {
+    /* Tens of thousands of closed sessions leave their ports in TIME_WAIT; from one source
+     * address connect() then slows as the 28k-port range fills, and the numbers would depend on
+     * what ran before. 200 loopback sources multiply the port space. The port is chosen at
+     * connect time (IP_BIND_ADDRESS_NO_PORT), so all four tuple fields can vary. */
+    static unsigned next_source;
+    struct sockaddr_in source = {.sin_family = AF_INET};
+    source.sin_addr.s_addr = htonl(0x7f000002 + (next_source++ % 200));
+    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    bind(c->fd, (struct sockaddr *)&source, sizeof source);
+  }
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(opt.port)};
   inet_pton(AF_INET, opt.host, &addr.sin_addr);
   if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
