@@ -54,3 +54,14 @@ export function closeQuietly(resource: { close(): void }): void {
     if (!(error instanceof Deno.errors.BadResource)) throw error;
   }
 }
+
+/** The chunks joined into one array. */
+export function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { closeQuietly, isDisconnect, writeAll } from "./_io.ts";
+import { closeQuietly, concat, isDisconnect, writeAll } from "./_io.ts";
 import { answerChallenge, importSecretKey } from "./handshake.ts";
 
 /** Options for {@linkcode connect}. */
@@ -238,14 +238,4 @@ export async function exchange(
     chunks.push(chunk.slice());
   });
   return concat(chunks);
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }

@@ -32,7 +32,8 @@ export class ChallengeError extends Error {
   constructor(received: number, options?: ErrorOptions) {
     super(
       `The server closed the connection after ${received} of ${CHALLENGE_LENGTH} challenge bytes: ` +
-        "it is not an hmac-echo server, or it refused the connection (it may be at its connection limit)",
+        "it is not an hmac-echo server, or it refused the connection (at its connection limit, or " +
+        "throttling this address after failed handshakes: check the secret and try again later)",
       options,
     );
     this.name = "ChallengeError";

@@ -4,6 +4,7 @@
  */
 
 import net from "node:net";
+import { concat } from "../_io.ts";
 import { computeAnswer } from "../handshake.ts";
 import { exchange } from "../client.ts";
 
@@ -127,16 +128,6 @@ class RawSocket {
   destroy(): void {
     this.#socket.destroy();
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
 
 /** Opens a connection and reads the challenge; records a refusal when none comes. */
@@ -305,22 +296,36 @@ export async function connectFlood(target: Target, from: string, count: number):
   return tally;
 }
 
+/**
+ * Opens a connection, answers correctly and proves the session with a one-byte echo. Counts the
+ * outcome; returns the socket of an authenticated session, or null.
+ */
+async function openConfirmed(
+  target: Target,
+  from: string,
+  tally: Tally,
+): Promise<RawSocket | null> {
+  const opened = await openChallenged(target, from, tally);
+  if (!opened) return null;
+  await opened.socket.write(await computeAnswer(target.key, opened.challenge));
+  await opened.socket.write(encoder.encode("x"));
+  if ((await opened.socket.readExactly(1)) === null) {
+    tally.rejected++;
+    return null;
+  }
+  tally.authenticated++;
+  return opened.socket;
+}
+
 /** Authenticated clients that reset the connection in the middle of a stream. */
 export async function midStreamResets(target: Target, from: string, count: number): Promise<Tally> {
   const tally = newTally("resets mid-stream");
   for (let i = 0; i < count && !target.stop.aborted; i++) {
-    const opened = await openChallenged(target, from, tally);
-    if (!opened) continue;
-    await opened.socket.write(await computeAnswer(target.key, opened.challenge));
-    await opened.socket.write(encoder.encode("ping"));
-    if ((await opened.socket.readExactly(4)) === null) {
-      tally.rejected++;
-      continue;
-    }
-    tally.authenticated++;
-    await opened.socket.write(new Uint8Array(64 * 1024).fill(0x62));
-    opened.socket.reset();
-    await opened.socket.closed;
+    const socket = await openConfirmed(target, from, tally);
+    if (!socket) continue;
+    await socket.write(new Uint8Array(64 * 1024).fill(0x62));
+    socket.reset();
+    await socket.closed;
   }
   return tally;
 }
@@ -329,16 +334,8 @@ export async function midStreamResets(target: Target, from: string, count: numbe
 export async function halfOpen(target: Target, from: string, count: number): Promise<Tally> {
   const tally = newTally("half-open (silent after auth)");
   await Promise.all(Array.from({ length: count }, async () => {
-    const opened = await openChallenged(target, from, tally);
-    if (!opened) return;
-    await opened.socket.write(await computeAnswer(target.key, opened.challenge));
-    await opened.socket.write(encoder.encode("x"));
-    if ((await opened.socket.readExactly(1)) === null) {
-      tally.rejected++;
-      return;
-    }
-    tally.authenticated++;
-    await opened.socket.closed; // the server's idle timeout ends it
+    const socket = await openConfirmed(target, from, tally);
+    if (socket) await socket.closed; // the server's idle timeout ends it
   }));
   return tally;
 }
@@ -346,20 +343,13 @@ export async function halfOpen(target: Target, from: string, count: number): Pro
 /** A client that sends `bytes` without ever reading: backpressure, then the idle timeout. */
 export async function neverReads(target: Target, from: string, bytes: number): Promise<Tally> {
   const tally = newTally("never reads, sends a lot");
-  const opened = await openChallenged(target, from, tally);
-  if (!opened) return tally;
-  await opened.socket.write(await computeAnswer(target.key, opened.challenge));
-  await opened.socket.write(encoder.encode("x"));
-  if ((await opened.socket.readExactly(1)) === null) {
-    tally.rejected++;
-    return tally;
-  }
-  tally.authenticated++;
-  opened.socket.pause();
+  const socket = await openConfirmed(target, from, tally);
+  if (!socket) return tally;
+  socket.pause();
   const chunk = new Uint8Array(1024 * 1024).fill(0x63);
   let sent = 0;
-  while (sent < bytes && !opened.socket.ended) {
-    await opened.socket.write(chunk);
+  while (sent < bytes && !socket.ended) {
+    await socket.write(chunk);
     sent += chunk.length;
   }
   tally.notes.push(
@@ -367,8 +357,8 @@ export async function neverReads(target: Target, from: string, bytes: number): P
       bytes / 1024 / 1024
     } MiB before the server hung up`,
   );
-  opened.socket.destroy();
-  await opened.socket.closed;
+  socket.destroy();
+  await socket.closed;
   return tally;
 }
 

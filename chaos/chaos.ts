@@ -65,6 +65,7 @@ const serveArgs = [
   "--allow-env=HMAC_ECHO_SECRET,XDG_CONFIG_HOME,HOME",
   "--allow-read",
   "--allow-write",
+  "--v8-flags=--max-semi-space-size=1", // as the serve task and the compiled server run
   `${root}main.ts`,
   "serve",
   "--port",

@@ -1,6 +1,6 @@
 /** Shared test helpers: a logger tests can wait on, raw protocol clients, process helpers. */
 
-import { type ByteStream, readFull, writeAll } from "../_io.ts";
+import { type ByteStream, concat, readFull, writeAll } from "../_io.ts";
 import { CHALLENGE_LENGTH, computeAnswer, importSecretKey } from "../handshake.ts";
 import type { LogFields, Logger, LogLevel } from "../log.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
@@ -142,15 +142,7 @@ export async function readExactly(
   return buffer;
 }
 
-export function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
+export { concat };
 
 /** The upper-cased UTF-8 of `text`: what the service must send back (docs/PROTOCOL.md §4). */
 export function upper(text: string): Uint8Array {
