@@ -303,3 +303,39 @@ Deno.test("a second serve --workers on the same port fails instead of joining th
     assert.equal((await first.stop()).code, 0);
   }
 });
+
+Deno.test("serve --workers 0 starts one worker per core", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  const server = startServe(["--port", "0", "--workers", "0"], fresh.env);
+  try {
+    const line = await server.waitForLine(/ listening /);
+    assert.match(line, new RegExp(` workers=${navigator.hardwareConcurrency} `));
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("serve --log-format json writes one JSON object per line, secret-free", async () => {
+  const secret = "json-log-secret-4f5e6d";
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: secret });
+  const server = startServe(["--port", "0", "--log-format", "json"], fresh.env);
+  let port = 0;
+  try {
+    const listening = JSON.parse(await server.waitForLine(/"event":"listening"/));
+    port = Number(String(listening.address).split(":")[1]);
+    const result = await runConnect(["--port", String(port), "--message", "j"], fresh.env);
+    assert.equal(result.stdout, "J\n");
+    await server.waitForLine(/"event":"closed"/);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+  const events = server.lines.filter((line) => line.startsWith("{")).map((line) =>
+    JSON.parse(line)
+  );
+  assert.deepEqual(
+    events.map((event) => event.event),
+    ["listening", "accepted", "authenticated", "closed", "shutting-down", "stopped"],
+  );
+  assert.ok(events.every((event) => event.time && event.level));
+  assert.ok(!server.lines.some((line) => line.includes(secret)));
+});
