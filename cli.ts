@@ -432,6 +432,8 @@ function describeListenError(error: unknown, hostname: string, port: number): st
       return `Cannot listen on ${where}: ${hostname} is not an address of this machine`;
     case "PermissionDenied":
       return `Cannot listen on ${where}: permission denied (ports below 1024 need privileges)`;
+    case "WorkerFailed":
+      return `Cannot start the server threads for ${where}: ${(error as Error).message}`;
   }
   return `Cannot listen on ${where}: ${error instanceof Error ? error.message : String(error)}`;
 }

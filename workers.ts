@@ -62,6 +62,8 @@ export async function startWorkers(
   logger: Logger,
 ): Promise<WorkerPool> {
   const workers: Worker[] = [];
+  /** Workers that died: their listener is gone with them, and they will answer nothing more. */
+  const dead = new Set<Worker>();
   let port = options.port ?? 0;
   if (port !== 0) {
     // SO_REUSEPORT would let a second instance started by mistake join this port silently. A
@@ -77,6 +79,7 @@ export async function startWorkers(
       // A worker that dies later is a bug, not an outage to hide: say so, loudly.
       worker.addEventListener("error", (event) => {
         event.preventDefault();
+        dead.add(worker);
         logger.log("error", "worker-failed", { worker: id, error: event.message });
       });
       const reply = nextMessage(worker);
@@ -93,11 +96,12 @@ export async function startWorkers(
     port,
     async close(gracePeriodMs) {
       const all = await Promise.all(workers.map(async (worker) => {
+        if (dead.has(worker)) return undefined;
         const reply = nextMessage(worker);
         post(worker, { type: "close", gracePeriodMs });
-        const message = await reply;
+        const message = await reply.catch(() => undefined); // died while closing: nothing to add
         worker.terminate();
-        return message.type === "closed" ? message.stats : undefined;
+        return message?.type === "closed" ? message.stats : undefined;
       }));
       return addStats(all.filter((stats) => stats !== undefined));
     },
@@ -108,11 +112,19 @@ function post(worker: Worker, message: ToWorker): void {
   worker.postMessage(message);
 }
 
+/** The worker's next message; a worker that dies first rejects it, so nothing waits forever. */
 function nextMessage(worker: Worker): Promise<FromWorker> {
-  return new Promise((resolve) => {
-    worker.addEventListener("message", (event) => resolve(event.data as FromWorker), {
-      once: true,
-    });
+  return new Promise((resolve, reject) => {
+    const onMessage = (event: MessageEvent) => {
+      worker.removeEventListener("error", onError);
+      resolve(event.data as FromWorker);
+    };
+    const onError = (event: ErrorEvent) => {
+      worker.removeEventListener("message", onMessage);
+      reject(new WorkerStartError("WorkerFailed", event.message));
+    };
+    worker.addEventListener("message", onMessage, { once: true });
+    worker.addEventListener("error", onError, { once: true });
   });
 }
 

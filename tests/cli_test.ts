@@ -339,3 +339,21 @@ Deno.test("serve --log-format json writes one JSON object per line, secret-free"
   assert.ok(events.every((event) => event.time && event.level));
   assert.ok(!server.lines.some((line) => line.includes(secret)));
 });
+
+Deno.test("serve --workers exits 1 with the reason when a worker cannot start", async () => {
+  // Without read permission the worker thread cannot load its module. The supervisor must report
+  // that and exit, not wait for a worker that will never answer.
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const server = ServerProcess.start(
+    Deno.execPath(),
+    ["run", "--allow-net", "--allow-env", main, "serve", "--port", "0", "--workers", "2"],
+    { env: fresh.env },
+  );
+  const status = await withTimeout(server.exited(), "serve to exit");
+  assert.equal(status.code, 1);
+  assert.match(
+    server.lines.join("\n"),
+    /Cannot start the server threads for 127\.0\.0\.1:0: .*read access/,
+  );
+});
