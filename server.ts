@@ -276,7 +276,7 @@ export class Server {
       const address = tcp.remoteAddr.hostname;
       const refusal = this.#refusalFor(address);
       if (refusal !== undefined) {
-        this.#refuse(tcp, refusal);
+        this.#refuse(tcp, address, refusal);
         continue;
       }
       const session: Session = {
@@ -302,7 +302,7 @@ export class Server {
     return undefined;
   }
 
-  #refuse(tcp: Deno.TcpConn, reason: RefusalReason): void {
+  #refuse(tcp: Deno.TcpConn, address: string, reason: RefusalReason): void {
     this.#stats.refused[reason] = (this.#stats.refused[reason] ?? 0) + 1;
     const limit = reason === "connection-limit"
       ? this.#maxConnections
@@ -310,7 +310,7 @@ export class Server {
       ? this.#maxPerAddress
       : undefined;
     const retryInMs = reason === "throttled"
-      ? Math.ceil(this.#throttle.blockedFor(tcp.remoteAddr.hostname))
+      ? Math.ceil(this.#throttle.blockedFor(address))
       : undefined;
     this.#logger.log("warn", "refused", {
       remote: formatAddr(tcp.remoteAddr),
