@@ -42,7 +42,7 @@ const USAGE = `hmac-echo ${denoConfig.version}: an upper-casing echo server behi
 
 Usage:
   hmac-echo serve   [--host H] [--port P] [--secret-file F] [options below]
-  hmac-echo connect [--host H] [--port P] [--secret-file F] [--message TEXT]
+  hmac-echo connect [--host H] [--port P] [--secret-file F] [--message TEXT] [--retry N]
   hmac-echo --help | --version
 
 serve options:
@@ -72,6 +72,7 @@ connect options:
   --host H, --port P       the server (default ${DEFAULT_HOSTNAME}:${DEFAULT_PORT})
   --secret-file F          file holding the shared secret
   --message TEXT           send TEXT, print the reply, exit
+  --retry N                retry a failed connection N times, backing off (never a rejection)
   Without --message: from a terminal, an interactive session (Ctrl-D ends it); from a pipe,
   stdin is streamed to the server and the replies to stdout.
 
@@ -343,7 +344,11 @@ function waitForShutdownSignal(logger: Logger): Promise<void> {
 }
 
 async function runConnect(args: string[]): Promise<number> {
-  const values = parse(args, { ...COMMON_OPTIONS, message: { type: "string" } });
+  const values = parse(args, {
+    ...COMMON_OPTIONS,
+    message: { type: "string" },
+    retry: { type: "string" },
+  });
   if (values.help) {
     await writeOut(USAGE);
     return EXIT_OK;
@@ -351,6 +356,7 @@ async function runConnect(args: string[]): Promise<number> {
   const hostname = values.host ?? DEFAULT_HOSTNAME;
   const port = parsePort(values.port);
   if (port === 0) throw new UsageError("--port must be 1-65535 for connect");
+  const retries = parseNumber("--retry", values.retry, { fallback: 0, integer: true, zero: true });
   const { secret } = await loadSecret({
     secretFile: values["secret-file"],
     createDefault: false,
@@ -358,7 +364,18 @@ async function runConnect(args: string[]): Promise<number> {
   });
 
   try {
-    const client = await connect({ secret, hostname, port });
+    const client = await connect({
+      secret,
+      hostname,
+      port,
+      retries,
+      onRetry: ({ attempt, of, delayMs, error }) =>
+        printError(
+          `${
+            describeConnectError(error, hostname, port)
+          }; retry ${attempt} of ${of} in ${delayMs} ms`,
+        ),
+    });
     if (values.message !== undefined) {
       let last = 0x0a;
       await relay(

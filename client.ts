@@ -5,7 +5,7 @@
  */
 
 import { closeQuietly, concat, isDisconnect, writeAll } from "./_io.ts";
-import { answerChallenge, importSecretKey } from "./handshake.ts";
+import { answerChallenge, ChallengeError, importSecretKey } from "./handshake.ts";
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions {
@@ -15,6 +15,29 @@ export interface ConnectOptions {
   hostname?: string;
   /** Server port. Default 4444. */
   port?: number;
+  /**
+   * Attempts after the first when the connection itself fails: refused, reset, unreachable,
+   * timed out, or closed before the challenge (a full or throttling server). Never after a
+   * rejected answer. Default 0.
+   */
+  retries?: number;
+  /** The first retry's delay; each one doubles, up to 5 s, with jitter. Default 100 ms. */
+  retryDelayMs?: number;
+  /** Told before each retry, for logging. */
+  onRetry?: (retry: { attempt: number; of: number; delayMs: number; error: unknown }) => void;
+}
+
+const MAX_RETRY_DELAY_MS = 5_000;
+
+/** Connection failures worth another attempt; a rejection is never one of them. */
+function isRetryable(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionRefused ||
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.TimedOut ||
+    error instanceof Deno.errors.NetworkUnreachable ||
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof ChallengeError;
 }
 
 /**
@@ -126,11 +149,28 @@ export class Client {
  * @throws {ChallengeError} when the peer does not send a whole challenge.
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
-  const hostname = options.hostname ?? "127.0.0.1";
-  const port = options.port ?? 4444;
   const key = options.secret instanceof CryptoKey
     ? options.secret
     : await importSecretKey(options.secret);
+  const retries = options.retries ?? 0;
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await connectOnce(options.hostname ?? "127.0.0.1", options.port ?? 4444, key);
+    } catch (error) {
+      if (attempt > retries || !isRetryable(error)) throw error;
+      // Exponential backoff with jitter, so clients cut off together do not return together.
+      const ceiling = Math.min(
+        MAX_RETRY_DELAY_MS,
+        (options.retryDelayMs ?? 100) * 2 ** (attempt - 1),
+      );
+      const delayMs = Math.round(ceiling * (0.5 + Math.random() / 2));
+      options.onRetry?.({ attempt, of: retries, delayMs, error });
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
+async function connectOnce(hostname: string, port: number, key: CryptoKey): Promise<Client> {
   const conn = await Deno.connect({ hostname, port, transport: "tcp" });
   try {
     conn.setNoDelay(true);

@@ -357,3 +357,50 @@ Deno.test("serve --workers exits 1 with the reason when a worker cannot start", 
     /Cannot start the server threads for 127\.0\.0\.1:0: .*read access/,
   );
 });
+
+Deno.test("connect --retry waits out a server that is not up yet", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "retry" });
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  // The client's stderr, line by line, through the same helper as a server's.
+  const client = ServerProcess.start(
+    Deno.execPath(),
+    [...taskArgs("connect"), "--port", String(port), "--retry", "30", "--message", "late"],
+    { env: fresh.env, cwd: ROOT },
+  );
+  const { serve } = await import("../server.ts");
+  let server;
+  try {
+    assert.match(
+      await client.waitForLine(/; retry 1 of 30 in \d+ ms$/),
+      new RegExp(`Cannot connect to 127\\.0\\.0\\.1:${port}: connection refused`),
+    );
+    server = await serve({ secret: encoder.encode("retry"), port });
+    assert.equal((await client.exited()).code, 0, client.lines.join("\n"));
+    assert.equal(server.stats.authenticated, 1);
+  } finally {
+    await server?.close();
+  }
+});
+
+Deno.test("connect --retry never retries a rejection", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "wrong" });
+  const { serve } = await import("../server.ts");
+  const server = await serve({ secret: encoder.encode("right"), port: 0 });
+  try {
+    const port = server.addr.port;
+    const result = await runConnect(
+      ["--port", String(port), "--retry", "5", "--message", "x"],
+      fresh.env,
+    );
+    assert.equal(result.code, 1);
+    assert.equal(
+      result.stderr,
+      `hmac-echo: authentication rejected by 127.0.0.1:${port}: check the secret\n`,
+    );
+    assert.equal(server.stats.accepted, 1, "one attempt only");
+  } finally {
+    await server.close();
+  }
+});
