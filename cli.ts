@@ -24,6 +24,7 @@ import {
   type ServerStats,
 } from "./server.ts";
 import { startWorkers, WorkerStartError } from "./workers.ts";
+import { serveMetrics } from "./metrics.ts";
 import {
   DEFAULT_THROTTLE_COOLDOWN_MS,
   DEFAULT_THROTTLE_FAILURES,
@@ -65,6 +66,8 @@ serve options:
 })
   --backlog N              listen queue length, for reconnect storms (default ${DEFAULT_BACKLOG})
   --workers N              server threads sharing the port (SO_REUSEPORT); 0: one per core (default 1)
+  --metrics-port P         serve Prometheus /metrics and a /healthz check over HTTP (default: off)
+  --metrics-host H         address for them (default 127.0.0.1)
   --log-format text|json   one line per event, for people (default) or for log shippers
   --quiet                  log only lifecycle lines, warnings and errors, not every connection
 
@@ -166,6 +169,8 @@ async function runServe(args: string[]): Promise<number> {
     "throttle-cooldown": { type: "string" },
     backlog: { type: "string" },
     workers: { type: "string" },
+    "metrics-port": { type: "string" },
+    "metrics-host": { type: "string" },
     "log-format": { type: "string" },
     quiet: { type: "boolean" },
   });
@@ -198,6 +203,9 @@ async function runServe(args: string[]): Promise<number> {
   };
   const backlog = count("backlog", DEFAULT_BACKLOG);
   const workers = count("workers", 1, true) || navigator.hardwareConcurrency;
+  const metricsPort = values["metrics-port"] === undefined
+    ? undefined
+    : parsePort(values["metrics-port"], "--metrics-port");
   const format = values["log-format"] ?? "text";
   if (format !== "text" && format !== "json") {
     throw new UsageError(`--log-format must be text or json, got "${format}"`);
@@ -240,12 +248,17 @@ async function runServe(args: string[]): Promise<number> {
     throttle,
     backlog,
   };
-  let running: { address: string; close(gracePeriodMs: number): Promise<ServerStats> };
+  let running: {
+    address: string;
+    stats(): ServerStats | Promise<ServerStats>;
+    close(gracePeriodMs: number): Promise<ServerStats>;
+  };
   try {
     if (workers === 1) {
       const server = await serve({ ...options, logger });
       running = {
         address: formatAddr(server.addr),
+        stats: () => server.stats,
         close: async (gracePeriodMs) => (await server.close({ gracePeriodMs }), server.stats),
       };
     } else {
@@ -254,20 +267,42 @@ async function runServe(args: string[]): Promise<number> {
         ...options,
         maxConnections: Math.max(1, Math.floor(maxConnections / workers)),
       };
-      const pool = await startWorkers(
-        workers,
-        perWorker,
-        { format, quiet: values.quiet ?? false },
-        logger,
-      );
+      const pool = await startWorkers(workers, perWorker, {
+        format,
+        quiet: values.quiet ?? false,
+      }, logger);
       running = {
         address: formatAddr({ transport: "tcp", hostname, port: pool.port }),
+        stats: pool.stats,
         close: pool.close,
       };
     }
   } catch (error) {
     printError(describeListenError(error, hostname, port));
     return EXIT_FAILURE;
+  }
+  let draining = false;
+  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (metricsPort !== undefined) {
+    const metricsHost = values["metrics-host"] ?? DEFAULT_HOSTNAME;
+    try {
+      metrics = serveMetrics({
+        hostname: metricsHost,
+        port: metricsPort,
+        stats: running.stats,
+        draining: () => draining,
+      });
+    } catch (error) {
+      await running.close(0);
+      printError(
+        describeListenError(error, metricsHost, metricsPort).replace("listen", "serve metrics"),
+      );
+      return EXIT_FAILURE;
+    }
+    logger.log("notice", "metrics", {
+      address: formatAddr(metrics.addr),
+      paths: "/metrics /healthz",
+    });
   }
   // The secret is loaded and the port bound: a network-facing process needs no files or
   // environment from here on, so give those permissions back.
@@ -286,7 +321,9 @@ async function runServe(args: string[]): Promise<number> {
     throttleAfter: throttle.maxFailures,
   });
   await shutdownSignal;
+  draining = true; // /healthz says 503 from now on, so a balancer stops sending new clients
   const stats = await running.close(DEFAULT_GRACE_PERIOD_MS);
+  await metrics?.shutdown();
   const { accepted, authenticated, refused, rejected, throttled, idleClosed } = stats;
   logger.log("notice", "stopped", {
     accepted,
@@ -406,11 +443,11 @@ async function runConnect(args: string[]): Promise<number> {
   }
 }
 
-function parsePort(value: string | undefined): number {
+function parsePort(value: string | undefined, flag = "--port"): number {
   if (value === undefined) return DEFAULT_PORT;
   const port = Number(value);
   if (!/^\d+$/.test(value) || port > 65535) {
-    throw new UsageError(`--port must be a whole number from 0 to 65535, got "${value}"`);
+    throw new UsageError(`${flag} must be a whole number from 0 to 65535, got "${value}"`);
   }
   return port;
 }

@@ -34,6 +34,7 @@ export {
   DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   DEFAULT_PORT,
   formatAddr,
+  type Histogram,
   type RefusalReason,
   serve,
   type ServeOptions,
@@ -89,3 +90,4 @@ export {
   type ThrottleOptions,
 } from "./throttle.ts";
 export type { ByteStream } from "./_io.ts";
+export { type MetricsOptions, renderMetrics, serveMetrics } from "./metrics.ts";

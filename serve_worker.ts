@@ -35,6 +35,8 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     // here would stop the next worker from loading this module. The supervisor revokes once all
     // workers listen.
     reply({ type: "listening", port: server.addr.port });
+  } else if (message.type === "stats" && server) {
+    reply({ type: "stats", request: message.request, stats: server.stats });
   } else if (message.type === "close" && server) {
     await server.close({ gracePeriodMs: message.gracePeriodMs });
     reply({ type: "closed", stats: server.stats });

@@ -92,6 +92,46 @@ export interface ServerStats {
   bytesIn: number;
   /** Bytes sent to all clients, challenges included. */
   bytesOut: number;
+  /** Time from accept to a passed handshake, as a histogram. */
+  handshakeSeconds: Histogram;
+}
+
+/** Counts of observations per bucket (not cumulative), with their sum and count. */
+export interface Histogram {
+  /** Upper bounds of the buckets, ascending; one more bucket counts everything above the last. */
+  bounds: number[];
+  /** `bounds.length + 1` counts. */
+  counts: number[];
+  /** The sum of all observations. */
+  sum: number;
+  /** How many observations. */
+  count: number;
+}
+
+/** Handshake latency buckets, in seconds: from loopback speeds to a slow client near the deadline. */
+const HANDSHAKE_BOUNDS = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
+
+function observe(histogram: Histogram, value: number): void {
+  let bucket = 0;
+  while (bucket < histogram.bounds.length && value > histogram.bounds[bucket]) bucket++;
+  histogram.counts[bucket]++;
+  histogram.sum += value;
+  histogram.count++;
 }
 
 /** One connection and what the server knows about it. */
@@ -165,6 +205,12 @@ export class Server {
     /** Bytes of connections already closed; open ones are summed live. */
     bytesIn: 0,
     bytesOut: 0,
+    handshakeSeconds: {
+      bounds: HANDSHAKE_BOUNDS,
+      counts: new Array(HANDSHAKE_BOUNDS.length + 1).fill(0),
+      sum: 0,
+      count: 0,
+    } as Histogram,
   };
   #idleSweeper?: ReturnType<typeof setInterval>;
   #stopping = new AbortController();
@@ -219,6 +265,10 @@ export class Server {
       ...this.#stats,
       refused: { ...this.#stats.refused },
       rejected: { ...this.#stats.rejected },
+      handshakeSeconds: {
+        ...this.#stats.handshakeSeconds,
+        counts: [...this.#stats.handshakeSeconds.counts],
+      },
       active: this.#sessions.size,
       bytesIn,
       bytesOut,
@@ -340,6 +390,7 @@ export class Server {
       }
       session.authenticated = true;
       this.#stats.authenticated++;
+      observe(this.#stats.handshakeSeconds, (performance.now() - session.startedAt) / 1000);
       logger.log("info", "authenticated", { id, remote });
       if (this.#handler) await this.#handler(conn);
       else await upperCaseEcho(conn.tcp, conn); // the bare connection: no wrapper per read

@@ -23,12 +23,14 @@ export type ToWorker =
     options: WorkerServeOptions;
     log: { format: LogFormat; quiet: boolean };
   }
+  | { type: "stats"; request: number }
   | { type: "close"; gracePeriodMs: number };
 
 /** Messages from a worker to the supervisor. */
 export type FromWorker =
   | { type: "listening"; port: number }
   | { type: "failed"; name: string; message: string }
+  | { type: "stats"; request: number; stats: ServerStats }
   | { type: "closed"; stats: ServerStats };
 
 /** A worker did not start: its listener failed (port in use, say). */
@@ -44,6 +46,8 @@ export class WorkerStartError extends Error {
 export interface WorkerPool {
   /** The port they share (the real one when 0 was asked for). */
   port: number;
+  /** The workers' counters, added up. */
+  stats(): Promise<ServerStats>;
   /** Closes every worker as `Server.close` does and resolves with their stats added up. */
   close(gracePeriodMs: number): Promise<ServerStats>;
 }
@@ -82,7 +86,7 @@ export async function startWorkers(
         dead.add(worker);
         logger.log("error", "worker-failed", { worker: id, error: event.message });
       });
-      const reply = nextMessage(worker);
+      const reply = nextMessage(worker, (message) => message.type !== "stats");
       post(worker, { type: "start", id, options: { ...options, port }, log });
       const message = await reply;
       if (message.type === "failed") throw new WorkerStartError(message.name, message.message);
@@ -92,12 +96,24 @@ export async function startWorkers(
     for (const worker of workers) worker.terminate();
     throw error;
   }
+  let requests = 0;
   return {
     port,
+    async stats() {
+      const request = ++requests;
+      const all = await Promise.all(workers.map(async (worker) => {
+        if (dead.has(worker)) return undefined;
+        const reply = nextMessage(worker, (m) => m.type === "stats" && m.request === request);
+        post(worker, { type: "stats", request });
+        const message = await reply.catch(() => undefined);
+        return message?.type === "stats" ? message.stats : undefined;
+      }));
+      return addStats(all.filter((stats) => stats !== undefined));
+    },
     async close(gracePeriodMs) {
       const all = await Promise.all(workers.map(async (worker) => {
         if (dead.has(worker)) return undefined;
-        const reply = nextMessage(worker);
+        const reply = nextMessage(worker, (message) => message.type === "closed");
         post(worker, { type: "close", gracePeriodMs });
         const message = await reply.catch(() => undefined); // died while closing: nothing to add
         worker.terminate();
@@ -112,10 +128,15 @@ function post(worker: Worker, message: ToWorker): void {
   worker.postMessage(message);
 }
 
-/** The worker's next message; a worker that dies first rejects it, so nothing waits forever. */
-function nextMessage(worker: Worker): Promise<FromWorker> {
+/**
+ * The worker's next message that `match`es; a worker that dies first rejects it, so nothing
+ * waits forever.
+ */
+function nextMessage(worker: Worker, match: (message: FromWorker) => boolean): Promise<FromWorker> {
   return new Promise((resolve, reject) => {
     const onMessage = (event: MessageEvent) => {
+      if (!match(event.data as FromWorker)) return;
+      worker.removeEventListener("message", onMessage);
       worker.removeEventListener("error", onError);
       resolve(event.data as FromWorker);
     };
@@ -123,7 +144,7 @@ function nextMessage(worker: Worker): Promise<FromWorker> {
       worker.removeEventListener("message", onMessage);
       reject(new WorkerStartError("WorkerFailed", event.message));
     };
-    worker.addEventListener("message", onMessage, { once: true });
+    worker.addEventListener("message", onMessage);
     worker.addEventListener("error", onError, { once: true });
   });
 }
@@ -139,6 +160,7 @@ function addStats(all: ServerStats[]): ServerStats {
     active: 0,
     bytesIn: 0,
     bytesOut: 0,
+    handshakeSeconds: { bounds: [], counts: [], sum: 0, count: 0 },
   };
   for (const stats of all) {
     sum.accepted += stats.accepted;
@@ -148,6 +170,13 @@ function addStats(all: ServerStats[]): ServerStats {
     sum.active += stats.active;
     sum.bytesIn += stats.bytesIn;
     sum.bytesOut += stats.bytesOut;
+    const histogram = stats.handshakeSeconds;
+    sum.handshakeSeconds.bounds = histogram.bounds; // the same in every worker
+    histogram.counts.forEach((n, i) => {
+      sum.handshakeSeconds.counts[i] = (sum.handshakeSeconds.counts[i] ?? 0) + n;
+    });
+    sum.handshakeSeconds.sum += histogram.sum;
+    sum.handshakeSeconds.count += histogram.count;
     for (const [reason, n] of Object.entries(stats.rejected)) {
       sum.rejected[reason] = (sum.rejected[reason] ?? 0) + n;
     }

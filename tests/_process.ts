@@ -87,6 +87,11 @@ export class ServerProcess {
     return Number(line.match(/address=127\.0\.0\.1:(\d+)/)![1]);
   }
 
+  /** Sends `signal` without waiting for anything. */
+  kill(signal: Deno.Signal): void {
+    this.#child.kill(signal);
+  }
+
   /** Sends `signal` and waits for the exit and the last stderr line. */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
     try {

@@ -1,0 +1,114 @@
+/**
+ * The operator's endpoint: Prometheus metrics at `/metrics` and a load-balancer health check at
+ * `/healthz`, over HTTP on their own port (loopback by default).
+ *
+ * @module
+ */
+
+import type { Histogram, ServerStats } from "./server.ts";
+
+/** Options for {@linkcode serveMetrics}. */
+export interface MetricsOptions {
+  /** Address to listen on. Default `127.0.0.1`: metrics are for the operator, not the world. */
+  hostname?: string;
+  /** Port to listen on; 0 picks a free one. */
+  port: number;
+  /** The server's counters, read at every scrape. */
+  stats: () => ServerStats | Promise<ServerStats>;
+  /** True once the server is shutting down: `/healthz` then answers 503. */
+  draining: () => boolean;
+}
+
+/**
+ * Serves `/metrics` (Prometheus text format 0.0.4) and `/healthz` (200 `ok` while serving,
+ * 503 `draining` during shutdown, so a balancer stops sending before connections are closed).
+ *
+ * @example
+ * ```ts ignore
+ * const http = serveMetrics({ port: 9464, stats: () => server.stats, draining: () => false });
+ * ```
+ */
+export function serveMetrics(options: MetricsOptions): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port,
+    onListen: () => {}, // the caller logs where it listens, in its own format
+  }, async (request) => {
+    const { pathname } = new URL(request.url);
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405 });
+    }
+    if (pathname === "/healthz") {
+      return options.draining()
+        ? new Response("draining\n", { status: 503 })
+        : new Response("ok\n", { status: 200 });
+    }
+    if (pathname === "/metrics") {
+      return new Response(renderMetrics(await options.stats()), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      });
+    }
+    return new Response("not found: try /metrics or /healthz\n", { status: 404 });
+  });
+}
+
+/** The counters in Prometheus text exposition format. */
+export function renderMetrics(stats: ServerStats): string {
+  const lines: string[] = [];
+  const metric = (name: string, type: string, help: string, samples: [string, number][]) => {
+    lines.push(`# HELP hmac_echo_${name} ${help}`, `# TYPE hmac_echo_${name} ${type}`);
+    for (const [labels, value] of samples) lines.push(`hmac_echo_${name}${labels} ${value}`);
+  };
+  const byReason = (counts: Record<string, number | undefined>) =>
+    Object.entries(counts).map(([reason, n]): [string, number] => [`{reason="${reason}"}`, n ?? 0]);
+
+  metric("connections_open", "gauge", "Connections open now.", [["", stats.active]]);
+  metric("connections_total", "counter", "Connections accepted, refused ones included.", [[
+    "",
+    stats.accepted,
+  ]]);
+  metric("authenticated_total", "counter", "Clients that passed the handshake.", [[
+    "",
+    stats.authenticated,
+  ]]);
+  metric(
+    "rejected_total",
+    "counter",
+    "Clients that failed the handshake, by reason.",
+    byReason(stats.rejected),
+  );
+  metric(
+    "refused_total",
+    "counter",
+    "Connections closed before any handshake, by reason.",
+    byReason(stats.refused),
+  );
+  metric("throttled_total", "counter", "Addresses put into an authentication cool-down.", [[
+    "",
+    stats.throttled,
+  ]]);
+  metric("idle_closed_total", "counter", "Authenticated connections closed for idling.", [[
+    "",
+    stats.idleClosed,
+  ]]);
+  metric("received_bytes_total", "counter", "Bytes received from clients.", [["", stats.bytesIn]]);
+  metric("sent_bytes_total", "counter", "Bytes sent to clients.", [["", stats.bytesOut]]);
+  histogram(
+    lines,
+    "handshake_duration_seconds",
+    "Time from accept to a passed handshake.",
+    stats.handshakeSeconds,
+  );
+  return lines.join("\n") + "\n";
+}
+
+function histogram(lines: string[], name: string, help: string, h: Histogram): void {
+  lines.push(`# HELP hmac_echo_${name} ${help}`, `# TYPE hmac_echo_${name} histogram`);
+  let cumulative = 0;
+  h.bounds.forEach((bound, i) => {
+    cumulative += h.counts[i] ?? 0;
+    lines.push(`hmac_echo_${name}_bucket{le="${bound}"} ${cumulative}`);
+  });
+  lines.push(`hmac_echo_${name}_bucket{le="+Inf"} ${h.count}`);
+  lines.push(`hmac_echo_${name}_sum ${h.sum}`, `hmac_echo_${name}_count ${h.count}`);
+}

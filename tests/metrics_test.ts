@@ -1,0 +1,93 @@
+/** /metrics and /healthz: the library endpoint, and `serve --metrics-port` as a process. */
+
+import assert from "node:assert/strict";
+import { exchange, HandshakeRejectedError } from "../client.ts";
+import { serveMetrics } from "../metrics.ts";
+import { decoder, encoder, openAuthenticated, SECRET, startServer } from "./_helpers.ts";
+import { freshEnv, ServerProcess } from "./_process.ts";
+
+/** `name{labels} value` lines as a map, for exact lookups. */
+function parse(text: string): Map<string, number> {
+  return new Map(
+    text.split("\n").filter((line) => line && !line.startsWith("#")).map((line) => {
+      const at = line.lastIndexOf(" ");
+      return [line.slice(0, at), Number(line.slice(at + 1))];
+    }),
+  );
+}
+
+async function get(url: string): Promise<{ status: number; body: string }> {
+  const response = await fetch(url);
+  return { status: response.status, body: await response.text() };
+}
+
+Deno.test("serveMetrics exposes the server's counters in Prometheus text format", async () => {
+  const { server, port } = await startServer();
+  let draining = false;
+  const http = serveMetrics({ port: 0, stats: () => server.stats, draining: () => draining });
+  const base = `http://127.0.0.1:${http.addr.port}`;
+  try {
+    await exchange({ secret: SECRET, port, message: encoder.encode("one") });
+    await assert.rejects(
+      exchange({ secret: encoder.encode("wrong"), port, message: encoder.encode("x") }),
+      HandshakeRejectedError,
+    );
+    const { status, body } = await get(`${base}/metrics`);
+    assert.equal(status, 200);
+    assert.match(body, /^# HELP hmac_echo_connections_open /m);
+    const samples = parse(body);
+    assert.equal(samples.get("hmac_echo_connections_total"), 2);
+    assert.equal(samples.get("hmac_echo_authenticated_total"), 1);
+    assert.equal(samples.get('hmac_echo_rejected_total{reason="wrong-digest"}'), 1);
+    assert.equal(samples.get("hmac_echo_handshake_duration_seconds_count"), 1);
+    assert.equal(samples.get('hmac_echo_handshake_duration_seconds_bucket{le="+Inf"}'), 1);
+    // Buckets are cumulative: never decreasing, ending at the count.
+    const buckets = [...samples].filter(([name]) => name.includes("_bucket{")).map(([, n]) => n);
+    assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+    // The rejected client's message byte is never read: the server decides on 40 bytes.
+    assert.equal(samples.get("hmac_echo_received_bytes_total"), 40 + 3 + 40);
+
+    assert.deepEqual(await get(`${base}/healthz`), { status: 200, body: "ok\n" });
+    draining = true;
+    assert.deepEqual(await get(`${base}/healthz`), { status: 503, body: "draining\n" });
+    assert.equal((await get(`${base}/nope`)).status, 404);
+  } finally {
+    await http.shutdown();
+    await server.close();
+  }
+});
+
+Deno.test("serve --metrics-port sums the workers, and /healthz drains on SIGTERM", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const server = ServerProcess.start(
+    Deno.execPath(),
+    ["run", "-A", main, "serve", "--port", "0", "--workers", "2", "--metrics-port", "0"],
+    { env: fresh.env },
+  );
+  let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
+  try {
+    const port = await server.port();
+    const metricsAt = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    for (let i = 0; i < 10; i++) {
+      await exchange({ secret: SECRET, port, message: encoder.encode("m") });
+    }
+    const samples = parse((await get(`http://${metricsAt}/metrics`)).body);
+    assert.equal(samples.get("hmac_echo_authenticated_total"), 10, "both workers' counts added");
+    assert.equal(samples.get("hmac_echo_handshake_duration_seconds_count"), 10);
+    assert.deepEqual(await get(`http://${metricsAt}/healthz`), { status: 200, body: "ok\n" });
+
+    // A session still open holds the server in its grace period: the check must say draining.
+    held = await openAuthenticated(port);
+    await server.waitForLine(new RegExp(` authenticated id=\\d+ remote=${held.remote} `));
+    server.kill("SIGTERM");
+    await server.waitForLine(/ shutting-down /);
+    assert.deepEqual(await get(`http://${metricsAt}/healthz`), { status: 503, body: "draining\n" });
+    held.conn.close();
+    held = undefined;
+    assert.equal((await server.exited()).code, 0, server.lines.join("\n"));
+  } finally {
+    held?.conn.close();
+    await server.stop();
+  }
+});
