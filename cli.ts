@@ -25,6 +25,7 @@ import {
 } from "./server.ts";
 import { startWorkers, WorkerStartError } from "./workers.ts";
 import { serveMetrics } from "./metrics.ts";
+import { TrustedProxies } from "./proxy_protocol.ts";
 import {
   DEFAULT_THROTTLE_COOLDOWN_MS,
   DEFAULT_THROTTLE_FAILURES,
@@ -66,6 +67,8 @@ serve options:
 })
   --backlog N              listen queue length, for reconnect storms (default ${DEFAULT_BACKLOG})
   --workers N              server threads sharing the port (SO_REUSEPORT); 0: one per core (default 1)
+  --proxy-protocol         read a PROXY protocol header (v1 or v2) from a load balancer first
+  --trusted-proxies LIST   the balancers allowed to send one: IPs and IPv4 CIDRs, comma-separated
   --metrics-port P         serve Prometheus /metrics and a /healthz check over HTTP (default: off)
   --metrics-host H         address for them (default 127.0.0.1)
   --log-format text|json   one line per event, for people (default) or for log shippers
@@ -169,6 +172,8 @@ async function runServe(args: string[]): Promise<number> {
     "throttle-cooldown": { type: "string" },
     backlog: { type: "string" },
     workers: { type: "string" },
+    "proxy-protocol": { type: "boolean" },
+    "trusted-proxies": { type: "string" },
     "metrics-port": { type: "string" },
     "metrics-host": { type: "string" },
     "log-format": { type: "string" },
@@ -203,6 +208,19 @@ async function runServe(args: string[]): Promise<number> {
   };
   const backlog = count("backlog", DEFAULT_BACKLOG);
   const workers = count("workers", 1, true) || navigator.hardwareConcurrency;
+  const trustedList = values["trusted-proxies"];
+  if ((values["proxy-protocol"] ?? false) !== (trustedList !== undefined)) {
+    throw new UsageError(
+      "--proxy-protocol and --trusted-proxies go together: the PROXY protocol is accepted only " +
+        "from the balancers listed",
+    );
+  }
+  let trustedProxies: TrustedProxies | undefined;
+  try {
+    trustedProxies = trustedList === undefined ? undefined : new TrustedProxies(trustedList);
+  } catch (error) {
+    throw new UsageError(`--trusted-proxies: ${(error as Error).message}`);
+  }
   const metricsPort = values["metrics-port"] === undefined
     ? undefined
     : parsePort(values["metrics-port"], "--metrics-port");
@@ -255,7 +273,7 @@ async function runServe(args: string[]): Promise<number> {
   };
   try {
     if (workers === 1) {
-      const server = await serve({ ...options, logger });
+      const server = await serve({ ...options, trustedProxies, logger });
       running = {
         address: formatAddr(server.addr),
         stats: () => server.stats,
@@ -265,6 +283,7 @@ async function runServe(args: string[]): Promise<number> {
       // The threads share the process's descriptors, so they share its connection cap too.
       const perWorker = {
         ...options,
+        trustedProxies: trustedList,
         maxConnections: Math.max(1, Math.floor(maxConnections / workers)),
       };
       const pool = await startWorkers(workers, perWorker, {

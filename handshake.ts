@@ -24,7 +24,13 @@ export type RejectionReason =
 /** What the server learned from a handshake. */
 export type HandshakeOutcome =
   | { authenticated: true }
-  | { authenticated: false; reason: RejectionReason; detail: string };
+  | {
+    authenticated: false;
+    reason: RejectionReason;
+    detail: string;
+    /** The bytes received in place of an answer (at most 40), for a caller's diagnosis. */
+    answer: Uint8Array;
+  };
 
 /** The server ended the connection before sending a whole challenge: it is not serving us. */
 export class ChallengeError extends Error {
@@ -134,6 +140,7 @@ export async function verifyAnswer(
       authenticated: false,
       reason: "incomplete-answer",
       detail: `the connection ended after ${answer.length} of ${ANSWER_LENGTH} answer bytes`,
+      answer,
     };
   }
   const digest = decodeAnswer(answer);
@@ -142,6 +149,7 @@ export async function verifyAnswer(
       authenticated: false,
       reason: "malformed-answer",
       detail: `the answer is not ${ANSWER_LENGTH} hexadecimal characters`,
+      answer,
     };
   }
   // WebCrypto's verify compares in constant time; a hand-written comparison would leak timing.
@@ -150,6 +158,7 @@ export async function verifyAnswer(
     authenticated: false,
     reason: "wrong-digest",
     detail: "the answer is not the HMAC of the challenge under this server's secret",
+    answer,
   };
 }
 

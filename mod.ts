@@ -91,3 +91,10 @@ export {
 } from "./throttle.ts";
 export type { ByteStream } from "./_io.ts";
 export { type MetricsOptions, renderMetrics, serveMetrics } from "./metrics.ts";
+export {
+  looksLikeProxyHeader,
+  type ProxyHeader,
+  ProxyHeaderError,
+  readProxyHeader,
+  TrustedProxies,
+} from "./proxy_protocol.ts";

@@ -8,6 +8,7 @@
 /// <reference lib="deno.worker" />
 
 import { type Logger, StderrLogger } from "./log.ts";
+import { TrustedProxies } from "./proxy_protocol.ts";
 import { serve, type Server } from "./server.ts";
 import type { FromWorker, ToWorker } from "./workers.ts";
 
@@ -26,7 +27,15 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       log: (level, name, fields) => stderr.log(level, name, { ...fields, worker: message.id }),
     };
     try {
-      server = await serve({ ...message.options, logger, reusePort: true });
+      const { trustedProxies, ...options } = message.options;
+      server = await serve({
+        ...options,
+        trustedProxies: trustedProxies === undefined
+          ? undefined
+          : new TrustedProxies(trustedProxies),
+        logger,
+        reusePort: true,
+      });
     } catch (error) {
       const { name, message: text } = error instanceof Error ? error : new Error(String(error));
       return reply({ type: "failed", name, message: text });

@@ -10,6 +10,12 @@ import { ANSWER_LENGTH, authenticateClient, importSecretKey } from "./handshake.
 import { type Logger, silentLogger } from "./log.ts";
 import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
 import {
+  looksLikeProxyHeader,
+  ProxyHeaderError,
+  readProxyHeader,
+  type TrustedProxies,
+} from "./proxy_protocol.ts";
+import {
   type ServiceConnection,
   type ServiceHandler,
   type TrafficCounters,
@@ -63,6 +69,11 @@ export interface ServeOptions {
   backlog?: number;
   /** Share the port with other listeners (`SO_REUSEPORT`): how `--workers` spreads connections. */
   reusePort?: boolean;
+  /**
+   * Accept a PROXY protocol header (v1 or v2) from these peers, a load balancer's addresses: logs,
+   * per-address caps and throttling then see the real client. Default: none.
+   */
+  trustedProxies?: TrustedProxies;
   /** Serves each authenticated connection. Default: {@linkcode upperCaseEcho}. */
   handler?: ServiceHandler;
   /** Receives connection events. Default: none are logged. */
@@ -138,10 +149,14 @@ function observe(histogram: Histogram, value: number): void {
 interface Session {
   readonly id: number;
   readonly conn: MeteredConnection;
-  /** The peer's IP address: what per-address limits and throttling count. */
-  readonly address: string;
-  /** `address:port`, for the log. */
-  readonly remote: string;
+  /** The client's IP address (from the PROXY header when proxied): what limits and throttling count. */
+  address: string;
+  /** The client as `address:port`, for the log. */
+  remote: string;
+  /** Set for a connection from a trusted proxy: a PROXY header comes first. */
+  viaProxy: boolean;
+  /** Whether the connection is counted in the per-address table (under `address`). */
+  counted: boolean;
   readonly startedAt: number;
   task?: Promise<void>;
   authenticated?: boolean;
@@ -190,6 +205,7 @@ export class Server {
   #handshakeTimeoutMs: number;
   #maxConnections: number;
   #maxPerAddress: number;
+  #trustedProxies?: TrustedProxies;
   #idleTimeoutMs: number;
   #throttle: AuthFailureThrottle;
   #sessions = new Set<Session>();
@@ -241,6 +257,7 @@ export class Server {
       options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     );
     this.#idleTimeoutMs = atLeastZero("idleTimeoutMs", options.idleTimeoutMs ?? 0);
+    this.#trustedProxies = options.trustedProxies;
     this.#throttle = new AuthFailureThrottle(
       options.throttle === false ? { maxFailures: 0 } : options.throttle,
     );
@@ -324,9 +341,12 @@ export class Server {
       }
       this.#stats.accepted++;
       const address = tcp.remoteAddr.hostname;
-      const refusal = this.#refusalFor(address);
+      // A proxy's own address says nothing about its clients: per-address limits wait for the
+      // PROXY header (#admitProxied); only the global cap applies here.
+      const viaProxy = this.#trustedProxies?.trusts(address) ?? false;
+      const refusal = viaProxy ? this.#globalRefusal() : this.#refusalFor(address);
       if (refusal !== undefined) {
-        this.#refuse(tcp, address, refusal);
+        this.#refuse(tcp, address, formatAddr(tcp.remoteAddr), refusal);
         continue;
       }
       const session: Session = {
@@ -334,17 +354,33 @@ export class Server {
         conn: new MeteredConnection(tcp),
         address,
         remote: formatAddr(tcp.remoteAddr),
+        viaProxy,
+        counted: !viaProxy,
         startedAt: performance.now(),
       };
       this.#sessions.add(session);
-      this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
+      if (session.counted) this.#countAddress(address, +1);
       session.task = this.#serveSession(session);
     }
+  }
+
+  #globalRefusal(): RefusalReason | undefined {
+    return this.#sessions.size >= this.#maxConnections ? "connection-limit" : undefined;
+  }
+
+  #countAddress(address: string, change: 1 | -1): void {
+    const count = (this.#perAddress.get(address) ?? 0) + change;
+    if (count === 0) this.#perAddress.delete(address);
+    else this.#perAddress.set(address, count);
   }
 
   /** Why a new connection from `address` may not start, if it may not. */
   #refusalFor(address: string): RefusalReason | undefined {
     if (this.#sessions.size >= this.#maxConnections) return "connection-limit";
+    return this.#addressRefusal(address);
+  }
+
+  #addressRefusal(address: string): RefusalReason | undefined {
     if (this.#throttle.blockedFor(address) > 0) return "throttled";
     if (this.#maxPerAddress > 0 && (this.#perAddress.get(address) ?? 0) >= this.#maxPerAddress) {
       return "address-limit";
@@ -352,7 +388,7 @@ export class Server {
     return undefined;
   }
 
-  #refuse(tcp: Deno.TcpConn, address: string, reason: RefusalReason): void {
+  #refuse(tcp: Deno.TcpConn, address: string, remote: string, reason: RefusalReason): void {
     this.#stats.refused[reason] = (this.#stats.refused[reason] ?? 0) + 1;
     const limit = reason === "connection-limit"
       ? this.#maxConnections
@@ -363,7 +399,7 @@ export class Server {
       ? Math.ceil(this.#throttle.blockedFor(address))
       : undefined;
     this.#logger.log("warn", "refused", {
-      remote: formatAddr(tcp.remoteAddr),
+      remote,
       reason,
       limit,
       retryInMs,
@@ -373,25 +409,36 @@ export class Server {
 
   /** One connection from accept to close. Never rejects: every outcome is logged here. */
   async #serveSession(session: Session): Promise<void> {
-    const { id, conn, remote } = session;
+    // session.remote changes when a PROXY header names the real client: always read it fresh.
+    const { id, conn } = session;
     const logger = this.#logger;
-    logger.log("info", "accepted", { id, remote });
+    logger.log("info", "accepted", { id, remote: session.remote });
     const deadline = setTimeout(
       () => this.#closeSession(session, "handshake-timeout"),
       this.#handshakeTimeoutMs,
     );
     try {
       conn.tcp.setNoDelay(true);
+      if (session.viaProxy && !await this.#admitProxied(session)) return;
       const outcome = await authenticateClient(conn, this.#key);
       clearTimeout(deadline);
       if (!outcome.authenticated) {
-        this.#recordRejection(session, outcome.reason, outcome.detail);
+        if (looksLikeProxyHeader(outcome.answer)) {
+          // A balancer not (or not yet) listed in --trusted-proxies: say so plainly.
+          this.#recordRejection(
+            session,
+            "untrusted-proxy-header",
+            `a PROXY header from ${session.address}, which is not a trusted proxy`,
+          );
+        } else {
+          this.#recordRejection(session, outcome.reason, outcome.detail);
+        }
         return;
       }
       session.authenticated = true;
       this.#stats.authenticated++;
       observe(this.#stats.handshakeSeconds, (performance.now() - session.startedAt) / 1000);
-      logger.log("info", "authenticated", { id, remote });
+      logger.log("info", "authenticated", { id, remote: session.remote });
       if (this.#handler) await this.#handler(conn);
       else await upperCaseEcho(conn.tcp, conn); // the bare connection: no wrapper per read
     } catch (error) {
@@ -405,12 +452,18 @@ export class Server {
           break;
         case "idle-timeout":
           this.#stats.idleClosed++;
-          logger.log("info", "idle-timeout", { id, remote, idleTimeoutMs: this.#idleTimeoutMs });
+          logger.log("info", "idle-timeout", {
+            id,
+            remote: session.remote,
+            idleTimeoutMs: this.#idleTimeoutMs,
+          });
           break;
         case "shutdown":
           break; // logged once for all such sessions by #shutDown
         default:
-          if (!session.authenticated && isDisconnect(error)) {
+          if (error instanceof ProxyHeaderError) {
+            this.#recordRejection(session, "malformed-proxy-header", error.message);
+          } else if (!session.authenticated && isDisconnect(error)) {
             // A reset is one more way for the connection to end before the answer is complete.
             this.#recordRejection(
               session,
@@ -418,28 +471,58 @@ export class Server {
               `the connection was reset after ${conn.bytesIn} of ${ANSWER_LENGTH} answer bytes`,
             );
           } else if (isDisconnect(error)) {
-            logger.log("info", "disconnected", { id, remote, error: describeError(error) });
+            logger.log("info", "disconnected", {
+              id,
+              remote: session.remote,
+              error: describeError(error),
+            });
           } else {
-            logger.log("error", "session-failed", { id, remote, error: describeError(error) });
+            logger.log("error", "session-failed", {
+              id,
+              remote: session.remote,
+              error: describeError(error),
+            });
           }
       }
     } finally {
       clearTimeout(deadline);
       closeQuietly(conn.tcp);
       this.#sessions.delete(session);
-      const left = this.#perAddress.get(session.address)! - 1;
-      if (left === 0) this.#perAddress.delete(session.address);
-      else this.#perAddress.set(session.address, left);
+      if (session.counted) this.#countAddress(session.address, -1);
       this.#stats.bytesIn += conn.bytesIn;
       this.#stats.bytesOut += conn.bytesOut;
       logger.log("info", "closed", {
         id,
-        remote,
+        remote: session.remote,
         bytesIn: conn.bytesIn,
         bytesOut: conn.bytesOut,
         durationMs: Math.round(performance.now() - session.startedAt),
       });
     }
+  }
+
+  /**
+   * Reads the PROXY header of a connection from a trusted proxy, takes the real client's address
+   * from it, and applies the per-address limits to that address.
+   *
+   * @returns false if the connection was refused (it has been counted and logged).
+   */
+  async #admitProxied(session: Session): Promise<boolean> {
+    const header = await readProxyHeader(session.conn);
+    if (header.command === "proxy") {
+      const proxy = session.remote;
+      session.address = header.source.hostname;
+      session.remote = formatAddr(header.source);
+      this.#logger.log("info", "proxied", { id: session.id, remote: session.remote, proxy });
+    }
+    const refusal = this.#addressRefusal(session.address);
+    if (refusal !== undefined) {
+      this.#refuse(session.conn.tcp, session.address, session.remote, refusal);
+      return false;
+    }
+    session.counted = true;
+    this.#countAddress(session.address, +1);
+    return true;
   }
 
   /** Closes a session from outside its task; the task sees the read fail and logs why. */
@@ -459,6 +542,10 @@ export class Server {
     // Hanging up without sending a byte (a port scan, a TCP health check) guesses nothing:
     // only answers, partial answers and timeouts count towards the throttle.
     if (reason === "incomplete-answer" && session.conn.bytesIn === 0) return;
+    // A PROXY header problem is a balancer's misconfiguration, not a guess at the secret; and
+    // before its header, a proxied connection's address is the balancer's, not the client's.
+    if (reason === "malformed-proxy-header" || reason === "untrusted-proxy-header") return;
+    if (session.viaProxy && !session.counted) return;
     const cooldownMs = this.#throttle.recordFailure(session.address);
     if (cooldownMs > 0) {
       this.#stats.throttled++;

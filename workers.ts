@@ -11,9 +11,13 @@ import type { LogFormat, Logger } from "./log.ts";
 import { DEFAULT_HOSTNAME, type ServeOptions, type ServerStats } from "./server.ts";
 
 /** What a worker needs to start: everything but the logger, which it builds itself. */
-export type WorkerServeOptions = Omit<ServeOptions, "handler" | "logger" | "reusePort"> & {
-  secret: Uint8Array;
-};
+export type WorkerServeOptions =
+  & Omit<ServeOptions, "handler" | "logger" | "reusePort" | "trustedProxies">
+  & {
+    secret: Uint8Array;
+    /** As `--trusted-proxies` gives it: a class instance would not survive the message. */
+    trustedProxies?: string;
+  };
 
 /** Messages from the supervisor to a worker. */
 export type ToWorker =
