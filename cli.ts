@@ -10,7 +10,13 @@ import { writeAll } from "./_io.ts";
 import { ChallengeError } from "./handshake.ts";
 import { connect, HandshakeRejectedError, relay, ServerHungUpError } from "./client.ts";
 import { type Logger, StderrLogger } from "./log.ts";
-import { loadSecret, SECRET_ENV_VAR, SecretError } from "./secret.ts";
+import {
+  loadPreviousSecret,
+  loadSecret,
+  PREVIOUS_SECRET_ENV_VAR,
+  SECRET_ENV_VAR,
+  SecretError,
+} from "./secret.ts";
 import {
   DEFAULT_BACKLOG,
   DEFAULT_GRACE_PERIOD_MS,
@@ -51,6 +57,7 @@ serve options:
   --host H                 address to listen on (default ${DEFAULT_HOSTNAME})
   --port P                 port to listen on, 0 for any free one (default ${DEFAULT_PORT})
   --secret-file F          file holding the shared secret (see "The secret" below)
+  --previous-secret-file F a previous secret still accepted during a rotation (or ${PREVIOUS_SECRET_ENV_VAR})
   --handshake-timeout S    seconds a client has to answer the challenge (default ${
   DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000
 })
@@ -172,6 +179,7 @@ async function runServe(args: string[]): Promise<number> {
     "throttle-cooldown": { type: "string" },
     backlog: { type: "string" },
     workers: { type: "string" },
+    "previous-secret-file": { type: "string" },
     "proxy-protocol": { type: "boolean" },
     "trusted-proxies": { type: "string" },
     "metrics-port": { type: "string" },
@@ -242,6 +250,17 @@ async function runServe(args: string[]): Promise<number> {
     });
   }
   for (const warning of loaded.warnings) logger.log("warn", "secret-warning", { warning });
+  const previous = await loadPreviousSecret({
+    secretFile: values["previous-secret-file"],
+    getEnv: (name) => Deno.env.get(name),
+  });
+  if (previous) {
+    logger.log("notice", "rotation", {
+      previous: previous.source,
+      note: "the previous secret is accepted too; remove it once no client uses it",
+    });
+    for (const warning of previous.warnings) logger.log("warn", "secret-warning", { warning });
+  }
 
   // Running out of descriptors is worse than refusing: keep the cap below the process's limit.
   const fileLimit = await openFileLimit();
@@ -257,6 +276,7 @@ async function runServe(args: string[]): Promise<number> {
 
   const options = {
     secret: loaded.secret,
+    previousSecret: previous?.secret,
     hostname,
     port,
     handshakeTimeoutMs,

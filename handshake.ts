@@ -23,7 +23,8 @@ export type RejectionReason =
 
 /** What the server learned from a handshake. */
 export type HandshakeOutcome =
-  | { authenticated: true }
+  /** `previousSecret` is set when the answer matched the previous secret of a rotation. */
+  | { authenticated: true; previousSecret?: true }
   | {
     authenticated: false;
     reason: RejectionReason;
@@ -164,7 +165,8 @@ export async function verifyAnswer(
 
 /**
  * Runs the server's side of the handshake: sends a challenge, reads the 40-byte answer (never more)
- * and checks it. Deadlines are the caller's: close the stream to abandon a handshake.
+ * and checks it, against `previousKey` too while a secret is being rotated. Deadlines are the
+ * caller's: close the stream to abandon a handshake.
  *
  * @example
  * ```ts ignore
@@ -175,12 +177,20 @@ export async function verifyAnswer(
 export async function authenticateClient(
   stream: ByteStream,
   key: CryptoKey,
+  previousKey?: CryptoKey,
 ): Promise<HandshakeOutcome> {
   const challenge = createChallenge();
   await writeAll(stream, challenge);
   const answer = new Uint8Array(ANSWER_LENGTH);
   const received = await readFull(stream, answer);
-  return await verifyAnswer(key, challenge, answer.subarray(0, received));
+  const outcome = await verifyAnswer(key, challenge, answer.subarray(0, received));
+  // During a rotation, a wrong digest under the current secret gets a second, equally
+  // constant-time check under the previous one.
+  if (previousKey && !outcome.authenticated && outcome.reason === "wrong-digest") {
+    const previous = await verifyAnswer(previousKey, challenge, answer.subarray(0, received));
+    if (previous.authenticated) return { authenticated: true, previousSecret: true };
+  }
+  return outcome;
 }
 
 /**

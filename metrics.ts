@@ -72,6 +72,12 @@ export function renderMetrics(stats: ServerStats): string {
     stats.authenticated,
   ]]);
   metric(
+    "authenticated_previous_secret_total",
+    "counter",
+    "Clients that passed with the previous secret of a rotation.",
+    [["", stats.authenticatedWithPrevious]],
+  );
+  metric(
     "rejected_total",
     "counter",
     "Clients that failed the handshake, by reason.",

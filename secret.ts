@@ -8,6 +8,9 @@
 /** Environment variable holding the secret as text (its UTF-8 bytes are the secret). */
 export const SECRET_ENV_VAR = "HMAC_ECHO_SECRET";
 
+/** Environment variable holding the previous secret during a rotation (docs/DEPLOY.md). */
+export const PREVIOUS_SECRET_ENV_VAR = "HMAC_ECHO_PREVIOUS_SECRET";
+
 /** Bytes of randomness in a generated secret: 256 bits, far beyond offline guessing. */
 const GENERATED_SECRET_BYTES = 32;
 
@@ -71,6 +74,33 @@ export async function loadSecret(options: SecretOptions): Promise<LoadedSecret> 
   const path = defaultSecretPath(options.getEnv);
   const created = options.createDefault && await createSecretFileIfMissing(path);
   return await readSecretFile(path, { created, warnings: [] });
+}
+
+/**
+ * Loads the previous secret a server still accepts while clients move to a new one:
+ * `--previous-secret-file` if given, else `HMAC_ECHO_PREVIOUS_SECRET`, else none.
+ *
+ * @throws {SecretError} when one is named but cannot be read, or is empty.
+ */
+export async function loadPreviousSecret(
+  options: { secretFile?: string; getEnv: (name: string) => string | undefined },
+): Promise<LoadedSecret | undefined> {
+  if (options.secretFile !== undefined) {
+    return await readSecretFile(options.secretFile, { created: false, warnings: [] });
+  }
+  const fromEnv = options.getEnv(PREVIOUS_SECRET_ENV_VAR);
+  if (fromEnv === undefined) return undefined;
+  if (fromEnv.length === 0) {
+    throw new SecretError(
+      `${PREVIOUS_SECRET_ENV_VAR} is set but empty: unset it when no rotation is under way`,
+    );
+  }
+  return {
+    secret: new TextEncoder().encode(fromEnv),
+    source: `environment variable ${PREVIOUS_SECRET_ENV_VAR}`,
+    created: false,
+    warnings: [],
+  };
 }
 
 /**

@@ -51,6 +51,8 @@ const EXHAUSTION_CODES = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
 export interface ServeOptions {
   /** The shared secret's bytes, or a key from `importSecretKey` (imported once per server). */
   secret: Uint8Array | CryptoKey;
+  /** A previous secret still accepted while clients move to the new one (a rotation). */
+  previousSecret?: Uint8Array | CryptoKey;
   /** Address to listen on. Default `127.0.0.1`. */
   hostname?: string;
   /** Port to listen on; 0 picks a free one (read it back from `server.addr`). Default 4444. */
@@ -91,6 +93,8 @@ export interface ServerStats {
   refused: Partial<Record<RefusalReason, number>>;
   /** Clients that passed the handshake. */
   authenticated: number;
+  /** Of those, clients that answered with the previous secret of a rotation. */
+  authenticatedWithPrevious: number;
   /** Clients that failed it, by reason (docs/PROTOCOL.md §3). */
   rejected: Record<string, number>;
   /** Authenticated connections closed for idling past `idleTimeoutMs`. */
@@ -199,6 +203,7 @@ export class Server {
   readonly addr: Deno.NetAddr;
   #listener: Deno.TcpListener;
   #key: CryptoKey;
+  #previousKey?: CryptoKey;
   /** The caller's handler, or undefined for the default echo, which counts its own traffic. */
   #handler?: ServiceHandler;
   #logger: Logger;
@@ -215,6 +220,7 @@ export class Server {
     accepted: 0,
     refused: {} as Partial<Record<RefusalReason, number>>,
     authenticated: 0,
+    authenticatedWithPrevious: 0,
     rejected: {} as Record<string, number>,
     idleClosed: 0,
     throttled: 0,
@@ -237,11 +243,19 @@ export class Server {
   constructor(
     listener: Deno.TcpListener,
     key: CryptoKey,
-    options: Omit<ServeOptions, "secret" | "hostname" | "port" | "backlog" | "reusePort"> = {},
+    options:
+      & Omit<
+        ServeOptions,
+        "secret" | "previousSecret" | "hostname" | "port" | "backlog" | "reusePort"
+      >
+      & {
+        previousKey?: CryptoKey;
+      } = {},
   ) {
     this.#listener = listener;
     this.addr = listener.addr;
     this.#key = key;
+    this.#previousKey = options.previousKey;
     this.#handler = options.handler;
     this.#logger = options.logger ?? silentLogger;
     this.#handshakeTimeoutMs = positive(
@@ -420,7 +434,7 @@ export class Server {
     try {
       conn.tcp.setNoDelay(true);
       if (session.viaProxy && !await this.#admitProxied(session)) return;
-      const outcome = await authenticateClient(conn, this.#key);
+      const outcome = await authenticateClient(conn, this.#key, this.#previousKey);
       clearTimeout(deadline);
       if (!outcome.authenticated) {
         if (looksLikeProxyHeader(outcome.answer)) {
@@ -437,6 +451,11 @@ export class Server {
       }
       session.authenticated = true;
       this.#stats.authenticated++;
+      if (outcome.previousSecret) {
+        // Who still uses the old secret is what an operator needs to know to finish a rotation.
+        this.#stats.authenticatedWithPrevious++;
+        logger.log("warn", "previous-secret-used", { id, remote: session.remote });
+      }
       observe(this.#stats.handshakeSeconds, (performance.now() - session.startedAt) / 1000);
       logger.log("info", "authenticated", { id, remote: session.remote });
       if (this.#handler) await this.#handler(conn);
@@ -585,6 +604,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const key = options.secret instanceof CryptoKey
     ? options.secret
     : await importSecretKey(options.secret);
+  const previousKey =
+    options.previousSecret === undefined || options.previousSecret instanceof CryptoKey
+      ? options.previousSecret
+      : await importSecretKey(options.previousSecret);
   const listener = Deno.listen({
     hostname: options.hostname ?? DEFAULT_HOSTNAME,
     port: options.port ?? DEFAULT_PORT,
@@ -592,7 +615,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     tcpBacklog: options.backlog ?? DEFAULT_BACKLOG,
     reusePort: options.reusePort ?? false,
   });
-  return new Server(listener, key, options);
+  return new Server(listener, key, { ...options, previousKey });
 }
 
 /** `host:port`, with brackets around IPv6 hosts. */

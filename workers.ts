@@ -12,9 +12,10 @@ import { DEFAULT_HOSTNAME, type ServeOptions, type ServerStats } from "./server.
 
 /** What a worker needs to start: everything but the logger, which it builds itself. */
 export type WorkerServeOptions =
-  & Omit<ServeOptions, "handler" | "logger" | "reusePort" | "trustedProxies">
+  & Omit<ServeOptions, "handler" | "logger" | "reusePort" | "trustedProxies" | "previousSecret">
   & {
     secret: Uint8Array;
+    previousSecret?: Uint8Array;
     /** As `--trusted-proxies` gives it: a class instance would not survive the message. */
     trustedProxies?: string;
   };
@@ -158,6 +159,7 @@ function addStats(all: ServerStats[]): ServerStats {
     accepted: 0,
     refused: {},
     authenticated: 0,
+    authenticatedWithPrevious: 0,
     rejected: {},
     idleClosed: 0,
     throttled: 0,
@@ -169,6 +171,7 @@ function addStats(all: ServerStats[]): ServerStats {
   for (const stats of all) {
     sum.accepted += stats.accepted;
     sum.authenticated += stats.authenticated;
+    sum.authenticatedWithPrevious += stats.authenticatedWithPrevious;
     sum.idleClosed += stats.idleClosed;
     sum.throttled += stats.throttled;
     sum.active += stats.active;

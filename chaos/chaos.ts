@@ -62,7 +62,7 @@ const home = await Deno.makeTempDir({ prefix: "hmac-echo-chaos-" });
 const serveArgs = [
   "run",
   "--allow-net",
-  "--allow-env=HMAC_ECHO_SECRET,XDG_CONFIG_HOME,HOME",
+  "--allow-env=HMAC_ECHO_SECRET,HMAC_ECHO_PREVIOUS_SECRET,XDG_CONFIG_HOME,HOME",
   "--allow-read",
   "--allow-write",
   "--v8-flags=--max-semi-space-size=1", // as the serve task and the compiled server run

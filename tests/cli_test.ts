@@ -404,3 +404,27 @@ Deno.test("connect --retry never retries a rejection", async () => {
     await server.close();
   }
 });
+
+Deno.test("serve --previous-secret-file keeps clients of the old secret working", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "new secret" });
+  const oldFile = `${fresh.home}/old-secret`;
+  await Deno.writeTextFile(oldFile, "old secret\n", { mode: 0o600 });
+  const server = startServe(["--port", "0", "--previous-secret-file", oldFile], fresh.env);
+  try {
+    const port = await server.port();
+    assert.match(await server.waitForLine(/ rotation /), /previous="file .*old-secret"/);
+    const old = await runConnect(["--port", String(port), "--message", "old"], {
+      ...fresh.env,
+      HMAC_ECHO_SECRET: "old secret",
+    });
+    assert.equal(old.stdout, "OLD\n", old.stderr);
+    await server.waitForLine(/ previous-secret-used /);
+    const wrong = await runConnect(["--port", String(port), "--message", "x"], {
+      ...fresh.env,
+      HMAC_ECHO_SECRET: "some other secret",
+    });
+    assert.equal(wrong.code, 1);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});

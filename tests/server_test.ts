@@ -317,3 +317,25 @@ Deno.test("a handler error is logged and the server goes on", async () => {
     await server.close();
   }
 });
+
+Deno.test("during a rotation the server accepts the previous secret too, and says who uses it", async () => {
+  const current = encoder.encode("the new secret");
+  const previous = encoder.encode("the old secret");
+  const { server, logger, port } = await startServer({ secret: current, previousSecret: previous });
+  try {
+    const message = encoder.encode("rotate");
+    assert.equal(decoder.decode(await exchange({ secret: current, port, message })), "ROTATE");
+    assert.equal(logger.find("previous-secret-used").length, 0);
+    assert.equal(decoder.decode(await exchange({ secret: previous, port, message })), "ROTATE");
+    await logger.waitFor("previous-secret-used");
+    await assert.rejects(
+      exchange({ secret: encoder.encode("neither"), port, message }),
+      HandshakeRejectedError,
+    );
+    assert.equal(server.stats.authenticated, 2);
+    assert.equal(server.stats.authenticatedWithPrevious, 1);
+    assert.deepEqual(server.stats.rejected, { "wrong-digest": 1 });
+  } finally {
+    await server.close();
+  }
+});
