@@ -72,6 +72,11 @@ export class Client {
     this.server = server;
   }
 
+  /** This end of the connection: what a server logs as the client (or a PROXY header names). */
+  get localAddr(): Deno.NetAddr {
+    return this.#conn.localAddr;
+  }
+
   /** Reply bytes received so far. */
   get bytesReceived(): number {
     return this.#received;
