@@ -54,51 +54,61 @@ export function serveMetrics(options: MetricsOptions): Deno.HttpServer<Deno.NetA
 
 /** The counters in Prometheus text exposition format. */
 export function renderMetrics(stats: ServerStats): string {
+  const one = (value: number): [string, number][] => [["", value]];
+  const byReason = (counts: Record<string, number | undefined>): [string, number][] =>
+    Object.entries(counts).map(([reason, n]) => [`{reason="${reason}"}`, n ?? 0]);
+  const families: [name: string, type: "gauge" | "counter", help: string, [string, number][]][] = [
+    ["connections_open", "gauge", "Connections open now.", one(stats.active)],
+    [
+      "connections_total",
+      "counter",
+      "Connections accepted, refused ones included.",
+      one(stats.accepted),
+    ],
+    [
+      "authenticated_total",
+      "counter",
+      "Clients that passed the handshake.",
+      one(stats.authenticated),
+    ],
+    [
+      "authenticated_previous_secret_total",
+      "counter",
+      "Clients that passed with the previous secret of a rotation.",
+      one(stats.authenticatedWithPrevious),
+    ],
+    [
+      "rejected_total",
+      "counter",
+      "Clients that failed the handshake, by reason.",
+      byReason(stats.rejected),
+    ],
+    [
+      "refused_total",
+      "counter",
+      "Connections closed before any handshake, by reason.",
+      byReason(stats.refused),
+    ],
+    [
+      "throttled_total",
+      "counter",
+      "Addresses put into an authentication cool-down.",
+      one(stats.throttled),
+    ],
+    [
+      "idle_closed_total",
+      "counter",
+      "Authenticated connections closed for idling.",
+      one(stats.idleClosed),
+    ],
+    ["received_bytes_total", "counter", "Bytes received from clients.", one(stats.bytesIn)],
+    ["sent_bytes_total", "counter", "Bytes sent to clients.", one(stats.bytesOut)],
+  ];
   const lines: string[] = [];
-  const metric = (name: string, type: string, help: string, samples: [string, number][]) => {
+  for (const [name, type, help, samples] of families) {
     lines.push(`# HELP hmac_echo_${name} ${help}`, `# TYPE hmac_echo_${name} ${type}`);
     for (const [labels, value] of samples) lines.push(`hmac_echo_${name}${labels} ${value}`);
-  };
-  const byReason = (counts: Record<string, number | undefined>) =>
-    Object.entries(counts).map(([reason, n]): [string, number] => [`{reason="${reason}"}`, n ?? 0]);
-
-  metric("connections_open", "gauge", "Connections open now.", [["", stats.active]]);
-  metric("connections_total", "counter", "Connections accepted, refused ones included.", [[
-    "",
-    stats.accepted,
-  ]]);
-  metric("authenticated_total", "counter", "Clients that passed the handshake.", [[
-    "",
-    stats.authenticated,
-  ]]);
-  metric(
-    "authenticated_previous_secret_total",
-    "counter",
-    "Clients that passed with the previous secret of a rotation.",
-    [["", stats.authenticatedWithPrevious]],
-  );
-  metric(
-    "rejected_total",
-    "counter",
-    "Clients that failed the handshake, by reason.",
-    byReason(stats.rejected),
-  );
-  metric(
-    "refused_total",
-    "counter",
-    "Connections closed before any handshake, by reason.",
-    byReason(stats.refused),
-  );
-  metric("throttled_total", "counter", "Addresses put into an authentication cool-down.", [[
-    "",
-    stats.throttled,
-  ]]);
-  metric("idle_closed_total", "counter", "Authenticated connections closed for idling.", [[
-    "",
-    stats.idleClosed,
-  ]]);
-  metric("received_bytes_total", "counter", "Bytes received from clients.", [["", stats.bytesIn]]);
-  metric("sent_bytes_total", "counter", "Bytes sent to clients.", [["", stats.bytesOut]]);
+  }
   histogram(
     lines,
     "handshake_duration_seconds",
