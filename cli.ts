@@ -75,7 +75,7 @@ serve options:
   --backlog N              listen queue length, for reconnect storms (default ${DEFAULT_BACKLOG})
   --workers N              server threads sharing the port (SO_REUSEPORT); 0: one per core (default 1)
   --proxy-protocol         read a PROXY protocol header (v1 or v2) from a load balancer first
-  --trusted-proxies LIST   the balancers allowed to send one: IPs and IPv4 CIDRs, comma-separated
+  --trusted-proxies LIST   the balancers allowed to send one: IPs and CIDR blocks, comma-separated
   --metrics-port P         serve Prometheus /metrics and a /healthz check over HTTP (default: off)
   --metrics-host H         address for them (default 127.0.0.1)
   --log-format text|json   one line per event, for people (default) or for log shippers

@@ -192,41 +192,62 @@ function ipv6(bytes: Uint8Array): string {
   return groups.join(":");
 }
 
-/** Addresses allowed to send PROXY headers: IPv4 CIDR blocks and exact addresses. */
+/** Addresses allowed to send PROXY headers: exact addresses and CIDR blocks, IPv4 or IPv6. */
 export class TrustedProxies {
-  #blocks: { base: number; mask: number }[] = [];
-  #exact = new Set<string>();
+  #blocks: { base: bigint; bits: number; v6: boolean }[] = [];
 
   /**
-   * Parses a comma-separated list such as `127.0.0.1,10.0.0.0/8`.
+   * Parses a comma-separated list such as `127.0.0.1,10.0.0.0/8,fd00::/8`.
    *
-   * @throws {RangeError} naming an entry that is neither an IPv4 address, a CIDR block nor an
-   * IPv6 address.
+   * @throws {RangeError} naming an entry that is not an address or a CIDR block.
    */
   constructor(list: string) {
     for (const entry of list.split(",").map((item) => item.trim()).filter(Boolean)) {
-      const cidr = entry.match(/^(\d+\.\d+\.\d+\.\d+)\/(\d{1,2})$/);
-      if (cidr && Number(cidr[2]) <= 32) {
-        const bits = Number(cidr[2]);
-        const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-        this.#blocks.push({ base: (ipv4ToNumber(cidr[1]) & mask) >>> 0, mask });
-      } else if (/^\d+\.\d+\.\d+\.\d+$/.test(entry) || entry.includes(":")) {
-        this.#exact.add(entry);
-      } else {
-        throw new RangeError(`"${entry}" is not an IP address or an IPv4 CIDR block`);
+      const [address, prefix, ...extra] = entry.split("/");
+      const value = parseAddress(address);
+      const v6 = address.includes(":");
+      const width = v6 ? 128 : 32;
+      const bits = prefix === undefined ? width : Number(prefix);
+      if (
+        value === undefined || extra.length > 0 || !/^\d{1,3}$/.test(prefix ?? "0") || bits > width
+      ) {
+        throw new RangeError(`"${entry}" is not an IP address or a CIDR block`);
       }
+      this.#blocks.push({ base: value >> BigInt(width - bits), bits, v6 });
     }
   }
 
   /** Whether `address` may send a PROXY header. */
-  trusts(address: string): boolean {
-    if (this.#exact.has(address)) return true;
-    if (!/^\d+\.\d+\.\d+\.\d+$/.test(address)) return false;
-    const value = ipv4ToNumber(address);
-    return this.#blocks.some(({ base, mask }) => ((value & mask) >>> 0) === base);
+  trusts(peer: string): boolean {
+    // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6: match them as IPv4.
+    const address = peer.replace(/^::ffff:(?=\d{1,3}(\.\d{1,3}){3}$)/i, "");
+    const value = parseAddress(address);
+    if (value === undefined) return false;
+    const v6 = address.includes(":");
+    const width = v6 ? 128 : 32;
+    return this.#blocks.some((block) =>
+      block.v6 === v6 && value >> BigInt(width - block.bits) === block.base
+    );
   }
 }
 
-function ipv4ToNumber(address: string): number {
-  return address.split(".").reduce((value, octet) => ((value << 8) | Number(octet)) >>> 0, 0);
+/** An IPv4 or IPv6 address as a number; undefined if it is neither. */
+function parseAddress(text: string): bigint | undefined {
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(text)) {
+    const octets = text.split(".").map(Number);
+    if (octets.some((octet) => octet > 255)) return undefined;
+    return octets.reduce((value, octet) => (value << 8n) | BigInt(octet), 0n);
+  }
+  if (!/^[0-9a-fA-F:]+$/.test(text) || (text.match(/::/g)?.length ?? 0) > 1) return undefined;
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
+  const groups = (part: string | undefined) => (part ? part.split(":") : []);
+  const missing = 8 - groups(head).length - groups(tail).length;
+  if (tail === undefined ? missing !== 0 : missing < 1) return undefined;
+  const all = [
+    ...groups(head),
+    ...new Array(tail === undefined ? 0 : missing).fill("0"),
+    ...groups(tail),
+  ];
+  if (all.some((group) => !/^[0-9a-fA-F]{1,4}$/.test(group))) return undefined;
+  return all.reduce((value, group) => (value << 16n) | BigInt(parseInt(group, 16)), 0n);
 }

@@ -176,8 +176,8 @@ Deno.test({
         assert.notEqual(client, proxy, "the log names the client, not the balancer");
       }
       console.log(
-        `balancer: ${sessions.length} sessions, ${sessions.filter((s) => !s.ok).length} failed ` +
-          `(all on the killed instance), ${late.length} begun after HAProxy marked it down, all ok`,
+        `balancer: ${sessions.length} sessions, ${sessions.filter((s) => !s.ok).length} failed, ` +
+          `none on a live instance; ${late.length} begun after HAProxy marked it down, all ok`,
       );
       // Every successful session is in exactly one instance's log under its own port.
       const all = [...live, served(instances[1])];

@@ -122,19 +122,29 @@ Deno.test("looksLikeProxyHeader recognises both versions from their first bytes"
   assert.ok(!looksLikeProxyHeader(new Uint8Array(0)));
 });
 
-Deno.test("TrustedProxies matches exact addresses and IPv4 CIDR blocks", () => {
-  const trusted = new TrustedProxies("127.0.0.1, 10.0.0.0/8,192.168.1.0/24,::1");
-  for (const address of ["127.0.0.1", "10.1.2.3", "192.168.1.200", "::1"]) {
-    assert.ok(trusted.trusts(address), address);
-  }
-  for (const address of ["127.0.0.2", "11.0.0.1", "192.168.2.1", "::2"]) {
-    assert.ok(!trusted.trusts(address), address);
-  }
+Deno.test("TrustedProxies matches exact addresses and CIDR blocks, IPv4 and IPv6", () => {
+  const trusted = new TrustedProxies("127.0.0.1, 10.0.0.0/8,192.168.1.0/24,::1,fd00:1::/32");
+  const yes = ["127.0.0.1", "10.1.2.3", "192.168.1.200", "::1", "fd00:1::7", "fd00:1:ffff::1"];
+  const no = ["127.0.0.2", "11.0.0.1", "192.168.2.1", "::2", "fd00:2::1", "not an address", ""];
+  for (const address of yes) assert.ok(trusted.trusts(address), address);
+  for (const address of no) assert.ok(!trusted.trusts(address), address);
   assert.ok(new TrustedProxies("0.0.0.0/0").trusts("203.0.113.9"));
-  assert.throws(() => new TrustedProxies("10.0.0.0/33"), RangeError);
-  assert.throws(() => new TrustedProxies("balancer.example"), RangeError);
+  assert.ok(!new TrustedProxies("0.0.0.0/0").trusts("::1"), "an IPv4 block never matches IPv6");
+  assert.ok(new TrustedProxies("2001:db8::/32").trusts("2001:db8:0:0:0:0:0:7"));
+  assert.ok(trusted.trusts("::ffff:10.1.2.3"), "IPv4-mapped IPv6 matches as IPv4");
+  for (
+    const bad of [
+      "10.0.0.0/33",
+      "balancer.example",
+      "1.2.3.256",
+      "fd00::/129",
+      "1::2::3",
+      "1.2.3.4/8/9",
+    ]
+  ) {
+    assert.throws(() => new TrustedProxies(bad), RangeError, bad);
+  }
 });
-
 /** Plays the balancer: connects, sends `header`, then runs a whole session for the client. */
 async function viaProxy(
   port: number,
