@@ -5,7 +5,7 @@
  */
 
 import { closeQuietly, concat, isDisconnect, writeAll } from "./_io.ts";
-import { answerChallenge, ChallengeError, importSecretKey } from "./handshake.ts";
+import { answerChallenge, ChallengeError, secretKey } from "./handshake.ts";
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions {
@@ -154,9 +154,7 @@ export class Client {
  * @throws {ChallengeError} when the peer does not send a whole challenge.
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
-  const key = options.secret instanceof CryptoKey
-    ? options.secret
-    : await importSecretKey(options.secret);
+  const key = await secretKey(options.secret);
   const retries = options.retries ?? 0;
   for (let attempt = 1;; attempt++) {
     try {

@@ -74,6 +74,11 @@ export function importSecretKey(secret: Uint8Array): Promise<CryptoKey> {
   );
 }
 
+/** The secret as a key: imported once from its bytes, or used as given if already a key. */
+export async function secretKey(secret: Uint8Array | CryptoKey): Promise<CryptoKey> {
+  return secret instanceof CryptoKey ? secret : await importSecretKey(secret);
+}
+
 /** Draws a fresh random challenge (docs/PROTOCOL.md §1). */
 export function createChallenge(): Uint8Array<ArrayBuffer> {
   return crypto.getRandomValues(new Uint8Array(CHALLENGE_LENGTH));

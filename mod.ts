@@ -62,6 +62,7 @@ export {
   type HandshakeOutcome,
   importSecretKey,
   type RejectionReason,
+  secretKey,
   verifyAnswer,
 } from "./handshake.ts";
 export {

@@ -6,7 +6,7 @@
  */
 
 import { closeQuietly, isDisconnect } from "./_io.ts";
-import { ANSWER_LENGTH, authenticateClient, importSecretKey } from "./handshake.ts";
+import { ANSWER_LENGTH, authenticateClient, secretKey } from "./handshake.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
 import {
@@ -601,13 +601,10 @@ export class Server {
  * @throws {RangeError} if the secret is empty or an option is out of range.
  */
 export async function serve(options: ServeOptions): Promise<Server> {
-  const key = options.secret instanceof CryptoKey
-    ? options.secret
-    : await importSecretKey(options.secret);
-  const previousKey =
-    options.previousSecret === undefined || options.previousSecret instanceof CryptoKey
-      ? options.previousSecret
-      : await importSecretKey(options.previousSecret);
+  const key = await secretKey(options.secret);
+  const previousKey = options.previousSecret === undefined
+    ? undefined
+    : await secretKey(options.previousSecret);
   const listener = Deno.listen({
     hostname: options.hostname ?? DEFAULT_HOSTNAME,
     port: options.port ?? DEFAULT_PORT,
