@@ -65,3 +65,10 @@ export function concat(chunks: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** `host:port`, with brackets around IPv6 hosts. */
+export function formatAddr(addr: Deno.Addr): string {
+  if (addr.transport !== "tcp" && addr.transport !== "udp") return addr.transport;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return `${host}:${addr.port}`;
+}

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { closeQuietly, concat, isDisconnect, writeAll } from "./_io.ts";
+import { closeQuietly, concat, formatAddr, isDisconnect, writeAll } from "./_io.ts";
 import { answerChallenge, ChallengeError, secretKey } from "./handshake.ts";
 
 /** Options for {@linkcode connect}. */
@@ -182,8 +182,7 @@ async function connectOnce(hostname: string, port: number, key: CryptoKey): Prom
     closeQuietly(conn);
     throw error;
   }
-  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-  return new Client(conn, `${host}:${port}`);
+  return new Client(conn, formatAddr({ transport: "tcp", hostname, port }));
 }
 
 /** The server closed the connection while this client was still sending. */

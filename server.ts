@@ -5,7 +5,9 @@
  * @module
  */
 
-import { closeQuietly, isDisconnect } from "./_io.ts";
+import { closeQuietly, formatAddr, isDisconnect } from "./_io.ts";
+
+export { formatAddr };
 import { ANSWER_LENGTH, authenticateClient, secretKey } from "./handshake.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
@@ -613,13 +615,6 @@ export async function serve(options: ServeOptions): Promise<Server> {
     reusePort: options.reusePort ?? false,
   });
   return new Server(listener, key, { ...options, previousKey });
-}
-
-/** `host:port`, with brackets around IPv6 hosts. */
-export function formatAddr(addr: Deno.Addr): string {
-  if (addr.transport !== "tcp" && addr.transport !== "udp") return addr.transport;
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `${host}:${addr.port}`;
 }
 
 function describeError(error: unknown): string {
