@@ -392,8 +392,7 @@ export class Server {
 
   /** Why a new connection from `address` may not start, if it may not. */
   #refusalFor(address: string): RefusalReason | undefined {
-    if (this.#sessions.size >= this.#maxConnections) return "connection-limit";
-    return this.#addressRefusal(address);
+    return this.#globalRefusal() ?? this.#addressRefusal(address);
   }
 
   #addressRefusal(address: string): RefusalReason | undefined {
