@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { connect, relay } from "../client.ts";
-import { decoder, encoder, SECRET, withTimeout } from "./_helpers.ts";
+import { concat, decoder, encoder, SECRET, withTimeout } from "./_helpers.ts";
 import { freshEnv, ServerProcess } from "./_process.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -117,7 +117,7 @@ Deno.test({
               chunks.push(c.slice());
             },
           );
-          const reply = decoder.decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+          const reply = decoder.decode(concat(chunks));
           sessions.push({ clientPort, startedAfterDown, ok: reply === `SESSION ${clientPort}` });
         } catch (error) {
           sessions.push({ clientPort, startedAfterDown, ok: false, error: String(error) });
