@@ -8,7 +8,17 @@
 import { parseArgs } from "node:util";
 import { writeAll } from "./_io.ts";
 import { ChallengeError } from "./handshake.ts";
-import { connect, HandshakeRejectedError, relay, ServerHungUpError } from "./client.ts";
+import {
+  connect,
+  HandshakeRejectedError,
+  ProtocolMismatchError,
+  relay,
+  ServerAuthenticationError,
+  ServerHungUpError,
+} from "./client.ts";
+import { type DigestName, DIGESTS, isDigestName } from "./keys.ts";
+import { FrameError } from "./frames.ts";
+import type { Requirement } from "./handshake.ts";
 import { type Logger, StderrLogger } from "./log.ts";
 import {
   loadPreviousSecret,
@@ -46,11 +56,14 @@ const EXIT_FAILURE = 1;
 /** Exit status: the command line or the configuration is wrong. */
 const EXIT_USAGE = 2;
 
+const ALL_DIGESTS = Object.keys(DIGESTS).join(",");
+
 const USAGE = `hmac-echo ${denoConfig.version}: an upper-casing echo server behind an HMAC challenge
 
 Usage:
   hmac-echo serve   [--host H] [--port P] [--secret-file F] [options below]
   hmac-echo connect [--host H] [--port P] [--secret-file F] [--message TEXT] [--retry N]
+                    [--protocol 1|2] [--digest D] [--integrity | --encrypt]
   hmac-echo --help | --version
 
 serve options:
@@ -74,6 +87,13 @@ serve options:
 })
   --backlog N              listen queue length, for reconnect storms (default ${DEFAULT_BACKLOG})
   --workers N              server threads sharing the port (SO_REUSEPORT); 0: one per core (default 1)
+  --require-v2             refuse protocol v1 clients (v2 authenticates the server too)
+  --integrity              require v2 with integrity frames (or encryption); implies --require-v2
+  --encrypt                require v2 with encrypted frames (AES-256-GCM); implies --require-v2
+  --digests LIST           digests a v2 client may use, comma-separated; leave sha1 out to
+                           forbid it (default ${ALL_DIGESTS})
+  --digest sha1-prefix     also accept the Python tutorial's sha1(secret + challenge) v1 answers,
+                           to migrate its clients; weaker than HMAC, logged as a warning
   --proxy-protocol         read a PROXY protocol header (v1 or v2) from a load balancer first
   --trusted-proxies LIST   the balancers allowed to send one: IPs and CIDR blocks, comma-separated
   --metrics-port P         serve Prometheus /metrics and a /healthz check over HTTP (default: off)
@@ -86,6 +106,12 @@ connect options:
   --secret-file F          file holding the shared secret
   --message TEXT           send TEXT, print the reply, exit
   --retry N                retry a failed connection N times, backing off (never a rejection)
+  --protocol 1|2           2 (default) authenticates the server too; 1 only for old servers,
+                           never chosen silently
+  --digest D               v2: sha1, sha256 (default), sha384 or sha512;
+                           v1: hmac-sha1 (default) or sha1-prefix (the tutorial's legacy answer)
+  --integrity              v2: every frame carries a sequence number and a MAC
+  --encrypt                v2: every frame is encrypted and authenticated (AES-256-GCM)
   Without --message: from a terminal, an interactive session (Ctrl-D ends it); from a pipe,
   stdin is streamed to the server and the replies to stdout.
 
@@ -186,6 +212,11 @@ async function runServe(args: string[]): Promise<number> {
     "metrics-host": { type: "string" },
     "log-format": { type: "string" },
     quiet: { type: "boolean" },
+    "require-v2": { type: "boolean" },
+    integrity: { type: "boolean" },
+    encrypt: { type: "boolean" },
+    digests: { type: "string" },
+    digest: { type: "string" },
   });
   if (values.help) {
     await writeOut(USAGE);
@@ -236,6 +267,26 @@ async function runServe(args: string[]): Promise<number> {
   if (format !== "text" && format !== "json") {
     throw new UsageError(`--log-format must be text or json, got "${format}"`);
   }
+  const require: Requirement | undefined = values.encrypt
+    ? "encrypt"
+    : values.integrity
+    ? "integrity"
+    : values["require-v2"]
+    ? "v2"
+    : undefined;
+  const digests = parseDigestList(values.digests);
+  if (values.digest !== undefined && values.digest !== "sha1-prefix") {
+    throw new UsageError(
+      `serve --digest takes only sha1-prefix (the legacy v1 answer), got "${values.digest}"; ` +
+        "choose v2 digests with --digests",
+    );
+  }
+  const legacyDigest = values.digest === "sha1-prefix";
+  if (legacyDigest && require !== undefined) {
+    throw new UsageError(
+      "--digest sha1-prefix accepts v1 answers, which --require-v2, --integrity and --encrypt refuse",
+    );
+  }
   const logger = new StderrLogger({ quiet: values.quiet, format });
 
   const loaded = await loadSecret({
@@ -274,9 +325,20 @@ async function runServe(args: string[]): Promise<number> {
     maxConnections = clamped;
   }
 
+  if (legacyDigest) {
+    logger.log("warn", "legacy-digest-enabled", {
+      digest: "sha1-prefix",
+      note: "sha1(secret + challenge) answers are accepted: not an HMAC, and open to length " +
+        "extension; move those clients to HMAC and drop --digest sha1-prefix",
+    });
+  }
+
   const options = {
     secret: loaded.secret,
     previousSecret: previous?.secret,
+    require,
+    digests,
+    legacyDigest,
     hostname,
     port,
     handshakeTimeoutMs,
@@ -353,6 +415,9 @@ async function runServe(args: string[]): Promise<number> {
     address: running.address,
     secret: loaded.source,
     workers,
+    protocols: require === undefined ? "1,2" : "2",
+    require: require === undefined || require === "v2" ? undefined : require,
+    digests: (digests ?? Object.keys(DIGESTS)).join(","),
     maxConnections,
     maxConnectionsPerAddress,
     handshakeTimeoutMs,
@@ -424,6 +489,10 @@ async function runConnect(args: string[]): Promise<number> {
     ...COMMON_OPTIONS,
     message: { type: "string" },
     retry: { type: "string" },
+    protocol: { type: "string" },
+    digest: { type: "string" },
+    integrity: { type: "boolean" },
+    encrypt: { type: "boolean" },
   });
   if (values.help) {
     await writeOut(USAGE);
@@ -433,6 +502,7 @@ async function runConnect(args: string[]): Promise<number> {
   const port = parsePort(values.port);
   if (port === 0) throw new UsageError("--port must be 1-65535 for connect");
   const retries = parseNumber("--retry", values.retry, { fallback: 0, integer: true, zero: true });
+  const handshake = parseHandshakeChoice(values);
   const { secret } = await loadSecret({
     secretFile: values["secret-file"],
     createDefault: false,
@@ -445,6 +515,7 @@ async function runConnect(args: string[]): Promise<number> {
       hostname,
       port,
       retries,
+      ...handshake,
       onRetry: ({ attempt, of, delayMs, error }) =>
         printError(
           `${
@@ -480,6 +551,62 @@ async function runConnect(args: string[]): Promise<number> {
     printError(describeConnectError(error, hostname, port));
     return EXIT_FAILURE;
   }
+}
+
+/** The comma-separated `--digests` list, checked; undefined when the flag is absent. */
+function parseDigestList(list: string | undefined): DigestName[] | undefined {
+  if (list === undefined) return undefined;
+  const names = list.split(",").map((name) => name.trim().toLowerCase()).filter((name) => name);
+  if (names.length === 0) throw new UsageError("--digests needs at least one digest");
+  for (const name of names) {
+    if (!isDigestName(name)) {
+      throw new UsageError(`--digests: unknown digest "${name}"; choose from ${ALL_DIGESTS}`);
+    }
+  }
+  return names as DigestName[];
+}
+
+/** connect's --protocol, --digest, --integrity and --encrypt, as connect() options. */
+function parseHandshakeChoice(values: {
+  protocol?: string;
+  digest?: string;
+  integrity?: boolean;
+  encrypt?: boolean;
+}) {
+  const { protocol = "2", digest } = values;
+  if (protocol === "1") {
+    if (values.integrity || values.encrypt) {
+      throw new UsageError(
+        "protocol 1 has no frames: --integrity and --encrypt need --protocol 2",
+      );
+    }
+    if (digest !== undefined && digest !== "hmac-sha1" && digest !== "sha1-prefix") {
+      throw new UsageError(
+        `protocol 1 answers with hmac-sha1 or sha1-prefix, not "${digest}"; ` +
+          "other digests need --protocol 2",
+      );
+    }
+    if (digest === "sha1-prefix") {
+      printError(
+        "warning: --digest sha1-prefix sends the tutorial's sha1(secret + challenge), which is " +
+          "weaker than HMAC; use it only while a server is being migrated",
+      );
+    }
+    return { protocol: 1 as const, legacyDigest: digest === "sha1-prefix" };
+  }
+  if (protocol !== "2") throw new UsageError(`--protocol must be 1 or 2, got "${protocol}"`);
+  if (digest !== undefined && !isDigestName(digest)) {
+    throw new UsageError(
+      `--digest for protocol 2 must be one of ${ALL_DIGESTS}, got "${digest}"` +
+        (digest === "sha1-prefix" ? " (sha1-prefix is a protocol 1 answer: add --protocol 1)" : ""),
+    );
+  }
+  const mode = values.encrypt
+    ? "encrypt" as const
+    : values.integrity
+    ? "integrity" as const
+    : "plain" as const;
+  return { protocol: 2 as const, digest, mode };
 }
 
 function parsePort(value: string | undefined, flag = "--port"): number {
@@ -535,10 +662,12 @@ function describeConnectError(error: unknown, hostname: string, port: number): s
   const where = `${hostname}:${port}`;
   if (
     error instanceof HandshakeRejectedError || error instanceof ChallengeError ||
-    error instanceof ServerHungUpError
+    error instanceof ServerHungUpError || error instanceof ServerAuthenticationError ||
+    error instanceof ProtocolMismatchError
   ) {
     return error.message;
   }
+  if (error instanceof FrameError) return `Connection to ${where} closed: ${error.message}`;
   if (error instanceof Deno.errors.ConnectionRefused) {
     return `Cannot connect to ${where}: connection refused. Is the server running there?`;
   }

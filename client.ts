@@ -4,13 +4,37 @@
  * @module
  */
 
-import { closeQuietly, concat, formatAddr, isDisconnect, writeAll } from "./_io.ts";
-import { answerChallenge, ChallengeError, secretKey } from "./handshake.ts";
+import {
+  type ByteStream,
+  closeQuietly,
+  concat,
+  formatAddr,
+  isDisconnect,
+  writeAll,
+} from "./_io.ts";
+import { ChallengeError, computeAnswer, computeLegacyAnswer, readChallenge } from "./handshake.ts";
+import { type FrameMode, type HelloRejectionReason, sendHello } from "./handshake_v2.ts";
+import { FramedConnection } from "./frames.ts";
+import { type DigestName, isDigestName, type SecretKeys, secretKeys } from "./keys.ts";
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions {
-  /** The shared secret's bytes, or a key from `importSecretKey`. */
-  secret: Uint8Array | CryptoKey;
+  /** The shared secret's bytes, or keys from `SecretKeys.import`. */
+  secret: Uint8Array | SecretKeys;
+  /**
+   * The protocol version (docs/PROTOCOL.md §8). Default 2, which never falls back to 1: a
+   * downgrade must be asked for.
+   */
+  protocol?: 1 | 2;
+  /** v2: the HMAC digest the hello names. Default `sha256`. */
+  digest?: DigestName;
+  /** v2: plain service bytes, or frames with integrity or encryption (§11). Default `plain`. */
+  mode?: FrameMode;
+  /**
+   * v1: answer with the tutorial's `sha1(secret + challenge)` instead of HMAC-SHA1 (§3.1), for a
+   * server started with `--digest sha1-prefix`. Default false.
+   */
+  legacyDigest?: boolean;
   /** Server address. Default `127.0.0.1`. */
   hostname?: string;
   /** Server port. Default 4444. */
@@ -41,35 +65,99 @@ function isRetryable(error: unknown): boolean {
 }
 
 /**
- * The server closed the connection before replying to anything: in protocol v1 that is how a
- * rejected answer shows (docs/PROTOCOL.md §3).
+ * The server rejected this client: in v2 with a stated reason (docs/PROTOCOL.md §10); in v1 by
+ * closing the connection before replying to anything (§3).
  */
 export class HandshakeRejectedError extends Error {
+  /** The v2 reason, when the server gave one. */
+  readonly reason?: HelloRejectionReason | `status ${number}`;
+
   /** Builds the error for the server at `server` (`host:port`). */
-  constructor(server: string, options?: ErrorOptions) {
-    super(`authentication rejected by ${server}: check the secret`, options);
+  constructor(
+    server: string,
+    options?: ErrorOptions & { reason?: HelloRejectionReason | `status ${number}` },
+  ) {
+    super(rejectionMessage(server, options?.reason), options);
     this.name = "HandshakeRejectedError";
+    this.reason = options?.reason;
+  }
+}
+
+function rejectionMessage(server: string, reason?: string): string {
+  switch (reason) {
+    case undefined:
+    case "wrong-proof":
+      return `authentication rejected by ${server}: check the secret`;
+    case "unsupported-digest":
+      return `${server} does not accept this digest (unsupported-digest): choose another with --digest`;
+    case "mode-refused":
+      return `${server} requires frames this client did not ask for (mode-refused): add --integrity or --encrypt`;
+    default:
+      return `${server} rejected the hello (${reason}): are the client and the server versions compatible?`;
+  }
+}
+
+/**
+ * The server said "accepted" but could not prove that it knows the secret (docs/PROTOCOL.md §10):
+ * it is not the server it claims to be. Nothing was sent to it.
+ */
+export class ServerAuthenticationError extends Error {
+  /** Builds the error for the server at `server`; `detail` says what was wrong with its proof. */
+  constructor(server: string, detail: string) {
+    super(
+      `${server} could not prove it knows the secret (${detail}): it is an impostor, a relay that ` +
+        "altered the handshake, or a server with another secret. Nothing was sent to it",
+    );
+    this.name = "ServerAuthenticationError";
+  }
+}
+
+/**
+ * The server closed the connection instead of answering a v2 hello: a v1-only server does that.
+ * The client does not fall back to v1 on its own (docs/PROTOCOL.md §8).
+ */
+export class ProtocolMismatchError extends Error {
+  /** Builds the error for the server at `server`. */
+  constructor(server: string) {
+    super(
+      `${server} closed the connection without answering the protocol v2 hello: it may be an ` +
+        "older, v1-only server. To use v1 anyway, which does not authenticate the server, ask " +
+        "for it with --protocol 1",
+    );
+    this.name = "ProtocolMismatchError";
   }
 }
 
 const READ_BUFFER_SIZE = 16 * 1024;
 
 /**
- * A connection that has answered the server's challenge. Reads and writes turn the v1 sign of a
- * rejection (the server hanging up before its first reply byte) into a
- * {@linkcode HandshakeRejectedError}.
+ * A connection that has answered the server's challenge. In v1, reads and writes turn the sign of
+ * a rejection (the server hanging up before its first reply byte) into a
+ * {@linkcode HandshakeRejectedError}; in v2 the handshake has settled that already.
  */
 export class Client {
   /** The server, as `host:port`. */
   readonly server: string;
+  /** The protocol version spoken. */
+  readonly protocol: 1 | 2;
   #conn: Deno.TcpConn;
+  /** The service stream: the connection itself, or the frame layer over it. */
+  #stream: ByteStream;
+  #framed?: FramedConnection;
   #sent = 0;
   #received = 0;
 
   /** Wraps a connection whose challenge was answered; most callers want {@linkcode connect}. */
-  constructor(conn: Deno.TcpConn, server: string) {
+  constructor(
+    conn: Deno.TcpConn,
+    server: string,
+    options: { protocol?: 1 | 2; framed?: FramedConnection } = {},
+  ) {
     this.#conn = conn;
     this.server = server;
+    this.protocol = options.protocol ?? 1;
+    this.#framed = options.framed;
+    this.#stream = options.framed ?? conn;
   }
 
   /** This end of the connection: what a server logs as the client (or a PROXY header names). */
@@ -92,7 +180,7 @@ export class Client {
   async read(buffer: Uint8Array): Promise<number | null> {
     let n: number | null;
     try {
-      n = await this.#conn.read(buffer);
+      n = await this.#stream.read(buffer);
     } catch (error) {
       if (isDisconnect(error) && this.#nothingReceivedYet()) {
         throw new HandshakeRejectedError(this.server, { cause: error });
@@ -110,11 +198,11 @@ export class Client {
   /** Writes some of `data`, returning how many bytes were written. */
   async write(data: Uint8Array): Promise<number> {
     try {
-      const n = await this.#conn.write(data);
+      const n = await this.#stream.write(data);
       this.#sent += n;
       return n;
     } catch (error) {
-      if (isDisconnect(error) && this.#received === 0) {
+      if (isDisconnect(error) && this.protocol === 1 && this.#received === 0) {
         throw new HandshakeRejectedError(this.server, { cause: error });
       }
       throw error;
@@ -122,8 +210,9 @@ export class Client {
   }
 
   /** Tells the server this side has nothing more to send; it then flushes and closes. */
-  closeWrite(): Promise<void> {
-    return this.#conn.closeWrite();
+  async closeWrite(): Promise<void> {
+    await this.#framed?.closeWrite(); // the end frame, which a FIN alone cannot prove
+    await this.#conn.closeWrite();
   }
 
   /** Closes the connection. Safe to call more than once. */
@@ -133,7 +222,7 @@ export class Client {
 
   /** Sent something, heard nothing: the only v1 sign of a rejection. */
   #nothingReceivedYet(): boolean {
-    return this.#sent > 0 && this.#received === 0;
+    return this.protocol === 1 && this.#sent > 0 && this.#received === 0;
   }
 }
 
@@ -154,11 +243,17 @@ export class Client {
  * @throws {ChallengeError} when the peer does not send a whole challenge.
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
-  const key = await secretKey(options.secret);
+  const handshake = handshakeChoice(options);
+  const keys = await secretKeys(options.secret, { legacy: handshake.legacyDigest });
   const retries = options.retries ?? 0;
   for (let attempt = 1;; attempt++) {
     try {
-      return await connectOnce(options.hostname ?? "127.0.0.1", options.port ?? 4444, key);
+      return await connectOnce(
+        options.hostname ?? "127.0.0.1",
+        options.port ?? 4444,
+        keys,
+        handshake,
+      );
     } catch (error) {
       if (attempt > retries || !isRetryable(error)) throw error;
       // Exponential backoff with jitter, so clients cut off together do not return together.
@@ -173,16 +268,76 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   }
 }
 
-async function connectOnce(hostname: string, port: number, key: CryptoKey): Promise<Client> {
+type HandshakeChoice = Required<
+  Pick<ConnectOptions, "protocol" | "digest" | "mode" | "legacyDigest">
+>;
+
+/** The options' handshake, with defaults, checked for combinations that cannot work. */
+function handshakeChoice(options: ConnectOptions): HandshakeChoice {
+  const choice: HandshakeChoice = {
+    protocol: options.protocol ?? 2,
+    digest: options.digest ?? "sha256",
+    mode: options.mode ?? "plain",
+    legacyDigest: options.legacyDigest ?? false,
+  };
+  if (choice.protocol !== 1 && choice.protocol !== 2) {
+    throw new RangeError(`protocol must be 1 or 2, got ${choice.protocol}`);
+  }
+  if (!isDigestName(choice.digest)) {
+    throw new RangeError(
+      `unknown digest "${choice.digest}": use sha1, sha256, sha384 or sha512`,
+    );
+  }
+  if (choice.protocol === 1 && choice.mode !== "plain") {
+    throw new RangeError(`protocol 1 has no frames: ${choice.mode} needs protocol 2`);
+  }
+  if (choice.protocol === 1 && options.digest !== undefined) {
+    throw new RangeError("protocol 1 always uses HMAC-SHA1 (or the legacy digest): drop digest");
+  }
+  if (choice.protocol === 2 && choice.legacyDigest) {
+    throw new RangeError("the legacy sha1-prefix digest is a protocol 1 answer: use protocol 1");
+  }
+  return choice;
+}
+
+async function connectOnce(
+  hostname: string,
+  port: number,
+  keys: SecretKeys,
+  handshake: HandshakeChoice,
+): Promise<Client> {
+  const server = formatAddr({ transport: "tcp", hostname, port });
   const conn = await Deno.connect({ hostname, port, transport: "tcp" });
   try {
     conn.setNoDelay(true);
-    await answerChallenge(conn, key);
+    const challenge = await readChallenge(conn);
+    if (handshake.protocol === 1) {
+      const answer = handshake.legacyDigest
+        ? await computeLegacyAnswer(keys, challenge)
+        : await computeAnswer(keys.hmac("sha1"), challenge);
+      await writeAll(conn, answer);
+      return new Client(conn, server, { protocol: 1 });
+    }
+    const result = await sendHello(conn, keys, challenge, handshake);
+    switch (result.outcome) {
+      case "accepted": {
+        const { frameKeys } = result.session;
+        const framed = frameKeys ? new FramedConnection(conn, frameKeys) : undefined;
+        return new Client(conn, server, { protocol: 2, framed });
+      }
+      case "rejected":
+        throw new HandshakeRejectedError(server, {
+          reason: result.reason ?? `status ${result.status}`,
+        });
+      case "no-answer":
+        throw new ProtocolMismatchError(server);
+      case "bad-server-proof":
+        throw new ServerAuthenticationError(server, result.detail);
+    }
   } catch (error) {
     closeQuietly(conn);
     throw error;
   }
-  return new Client(conn, formatAddr({ transport: "tcp", hostname, port }));
 }
 
 /** The server closed the connection while this client was still sending. */
@@ -251,7 +406,8 @@ export async function relay(
     reader.releaseLock();
     client.close();
   }
-  const nothingBack = client.bytesReceived === 0;
+  // In v1 a rejection shows only here; a v2 client learned the outcome in the handshake.
+  const nothingBack = client.protocol === 1 && client.bytesReceived === 0;
   if (nothingBack && (serverClosedFirst || offered > 0)) {
     throw new HandshakeRejectedError(client.server, { cause: sendError });
   }

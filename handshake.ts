@@ -1,35 +1,84 @@
 /**
- * The hmac-echo handshake, version 1: the protocol bytes and the crypto, shared by the server and
- * the client. docs/PROTOCOL.md §1-§3 describes the bytes; this module is the one implementation.
+ * The hmac-echo handshake: version 1's bytes and crypto (docs/PROTOCOL.md §1-§3), and the server's
+ * entry point, which reads the first 40 answer bytes and hands a v2 hello (§8) to
+ * `handshake_v2.ts`. Shared by the server and the client.
  *
  * @module
  */
 
 import { type ByteStream, readFull, writeAll } from "./_io.ts";
+import {
+  CHALLENGE_LENGTH,
+  createChallenge,
+  type DigestName,
+  equalInConstantTime,
+  type SecretKeys,
+} from "./keys.ts";
+import { type FrameMode, HELLO_MARKER, verifyHello } from "./handshake_v2.ts";
+import type { FrameKeys } from "./frames.ts";
 
-/** Length in bytes of the server's challenge (docs/PROTOCOL.md §1). */
-export const CHALLENGE_LENGTH = 32;
+export { CHALLENGE_LENGTH, createChallenge };
 
 /** Length in bytes of the client's answer: 40 hex characters (docs/PROTOCOL.md §2). */
 export const ANSWER_LENGTH = 40;
 
 const DIGEST_LENGTH = 20;
 
-/** Why the server rejected a client's answer (docs/PROTOCOL.md §3). */
+/** Why the server rejected a client's answer or hello (docs/PROTOCOL.md §3, §9). */
 export type RejectionReason =
   | "incomplete-answer"
   | "malformed-answer"
-  | "wrong-digest";
+  | "wrong-digest"
+  | "v1-refused"
+  | "incomplete-hello"
+  | "malformed-hello"
+  | "unsupported-digest"
+  | "unsupported-version"
+  | "mode-refused"
+  | "reflected-challenge"
+  | "wrong-proof";
+
+/** What a server requires beyond a v1 answer; undefined accepts v1 (docs/PROTOCOL.md §8). */
+export type Requirement = "v2" | "integrity" | "encrypt";
+
+/** What the server accepts. */
+export interface AuthenticationPolicy {
+  /** The secret's keys. */
+  keys: SecretKeys;
+  /** A previous secret still accepted during a rotation. */
+  previousKeys?: SecretKeys;
+  /** The digests a v2 hello may name. Default: all four. */
+  digests?: readonly DigestName[];
+  /** Refuse v1 answers, and with `integrity` or `encrypt` weaker v2 modes too. Default: none. */
+  require?: Requirement;
+  /** Accept the tutorial's `sha1(secret + challenge)` v1 answers too (docs/PROTOCOL.md §3.1). */
+  legacy?: boolean;
+}
 
 /** What the server learned from a handshake. */
 export type HandshakeOutcome =
-  /** `previousSecret` is set when the answer matched the previous secret of a rotation. */
-  | { authenticated: true; previousSecret?: true }
+  | {
+    authenticated: true;
+    protocol: 1;
+    /** Set when the answer matched the previous secret of a rotation. */
+    previousSecret?: true;
+    /** Set when the answer was the legacy `sha1-prefix` digest (docs/PROTOCOL.md §3.1). */
+    legacy?: true;
+  }
+  | {
+    authenticated: true;
+    protocol: 2;
+    previousSecret?: true;
+    digest: DigestName;
+    mode: FrameMode;
+    /** The frame layer's keys, from the server's side; none in plain mode. */
+    frameKeys?: FrameKeys;
+  }
   | {
     authenticated: false;
     reason: RejectionReason;
     detail: string;
-    /** The bytes received in place of an answer (at most 40), for a caller's diagnosis. */
+    /** The first bytes received in place of an answer (at most 40), for a caller's diagnosis. */
     answer: Uint8Array;
   };
 
@@ -74,16 +123,6 @@ export function importSecretKey(secret: Uint8Array): Promise<CryptoKey> {
   );
 }
 
-/** The secret as a key: imported once from its bytes, or used as given if already a key. */
-export async function secretKey(secret: Uint8Array | CryptoKey): Promise<CryptoKey> {
-  return secret instanceof CryptoKey ? secret : await importSecretKey(secret);
-}
-
-/** Draws a fresh random challenge (docs/PROTOCOL.md §1). */
-export function createChallenge(): Uint8Array<ArrayBuffer> {
-  return crypto.getRandomValues(new Uint8Array(CHALLENGE_LENGTH));
-}
-
 /**
  * Computes the client's answer to a challenge: the lowercase hex of HMAC-SHA1 (docs/PROTOCOL.md §2).
  *
@@ -93,9 +132,13 @@ export async function computeAnswer(
   key: CryptoKey,
   challenge: Uint8Array,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const digest = new Uint8Array(
-    await crypto.subtle.sign("HMAC", key, new Uint8Array(challenge)),
+  return encodeHex(
+    new Uint8Array(await crypto.subtle.sign("HMAC", key, new Uint8Array(challenge))),
   );
+}
+
+/** A 20-byte digest as 40 lowercase hex characters (docs/PROTOCOL.md §2). */
+function encodeHex(digest: Uint8Array): Uint8Array<ArrayBuffer> {
   const answer = new Uint8Array(ANSWER_LENGTH);
   for (let i = 0; i < DIGEST_LENGTH; i++) {
     answer[2 * i] = HEX_DIGITS[digest[i] >> 4];
@@ -160,7 +203,7 @@ export async function verifyAnswer(
   }
   // WebCrypto's verify compares in constant time; a hand-written comparison would leak timing.
   const valid = await crypto.subtle.verify("HMAC", key, digest, new Uint8Array(challenge));
-  return valid ? { authenticated: true } : {
+  return valid ? { authenticated: true, protocol: 1 } : {
     authenticated: false,
     reason: "wrong-digest",
     detail: "the answer is not the HMAC of the challenge under this server's secret",
@@ -169,37 +212,101 @@ export async function verifyAnswer(
 }
 
 /**
- * Runs the server's side of the handshake: sends a challenge, reads the 40-byte answer (never more)
- * and checks it, against `previousKey` too while a secret is being rotated. Deadlines are the
- * caller's: close the stream to abandon a handshake.
+ * Runs the server's side of the handshake: sends a challenge, reads the 40-byte v1 answer or the
+ * v2 hello (never more), and checks it, against the previous secret too while a secret is being
+ * rotated. A v2 client is told the outcome. Deadlines are the caller's: close the stream to
+ * abandon a handshake.
  *
  * @example
  * ```ts ignore
- * const outcome = await authenticateClient(conn, key);
+ * const outcome = await authenticateClient(conn, { keys });
  * if (!outcome.authenticated) conn.close();
  * ```
  */
 export async function authenticateClient(
   stream: ByteStream,
-  key: CryptoKey,
-  previousKey?: CryptoKey,
+  policy: AuthenticationPolicy,
 ): Promise<HandshakeOutcome> {
   const challenge = createChallenge();
   await writeAll(stream, challenge);
   const answer = new Uint8Array(ANSWER_LENGTH);
   const received = await readFull(stream, answer);
-  const outcome = await verifyAnswer(key, challenge, answer.subarray(0, received));
-  // During a rotation, a wrong digest under the current secret gets a second, equally
-  // constant-time check under the previous one.
-  if (previousKey && !outcome.authenticated && outcome.reason === "wrong-digest") {
-    const previous = await verifyAnswer(previousKey, challenge, answer.subarray(0, received));
-    if (previous.authenticated) return { authenticated: true, previousSecret: true };
+  if (received > 0 && answer[0] === HELLO_MARKER) {
+    if (received < ANSWER_LENGTH) {
+      return {
+        authenticated: false,
+        reason: "incomplete-hello",
+        detail: `the connection ended after ${received} hello bytes`,
+        answer: answer.subarray(0, received),
+      };
+    }
+    return verifyHello(stream, challenge, answer, policy);
+  }
+  if (policy.require !== undefined) {
+    return {
+      authenticated: false,
+      reason: "v1-refused",
+      detail: `a v1 answer, but this server requires ${
+        policy.require === "v2" ? "protocol v2" : policy.require
+      }`,
+      answer: answer.subarray(0, received),
+    };
+  }
+  return verifyV1Answer(policy, challenge, answer.subarray(0, received));
+}
+
+/** Checks a v1 answer under each accepted secret, then as the legacy digest if allowed. */
+async function verifyV1Answer(
+  policy: AuthenticationPolicy,
+  challenge: Uint8Array,
+  answer: Uint8Array,
+): Promise<HandshakeOutcome> {
+  const outcome = await verifyAnswer(policy.keys.hmac("sha1"), challenge, answer);
+  if (outcome.authenticated || outcome.reason !== "wrong-digest") return outcome;
+  // During a rotation, and for legacy clients, further checks, each as constant-time as the first.
+  if (policy.previousKeys) {
+    const previous = await verifyAnswer(policy.previousKeys.hmac("sha1"), challenge, answer);
+    if (previous.authenticated) return { authenticated: true, protocol: 1, previousSecret: true };
+  }
+  if (policy.legacy) {
+    const digest = decodeAnswer(answer)!; // verifyAnswer found it well-formed
+    for (const keys of [policy.keys, policy.previousKeys]) {
+      if (!keys?.acceptsLegacy) continue;
+      if (await equalInConstantTime(await keys.legacyDigest(challenge), digest)) {
+        return {
+          authenticated: true,
+          protocol: 1,
+          legacy: true,
+          ...(keys === policy.keys ? {} : { previousSecret: true as const }),
+        };
+      }
+    }
   }
   return outcome;
 }
 
 /**
- * Runs the client's side of the handshake: reads the challenge and sends the answer.
+ * Reads the server's challenge: the first step of both protocol versions (docs/PROTOCOL.md §1).
+ *
+ * @throws {ChallengeError} if the connection ends before the whole challenge has arrived.
+ */
+export async function readChallenge(stream: ByteStream): Promise<Uint8Array<ArrayBuffer>> {
+  const challenge = new Uint8Array(CHALLENGE_LENGTH);
+  const received = await readFull(stream, challenge);
+  if (received < CHALLENGE_LENGTH) throw new ChallengeError(received);
+  return challenge;
+}
+
+/** The tutorial's answer, `hex(sha1(secret + challenge))`, for clients being migrated (§3.1). */
+export async function computeLegacyAnswer(
+  keys: SecretKeys,
+  challenge: Uint8Array,
+): Promise<Uint8Array<ArrayBuffer>> {
+  return encodeHex(await keys.legacyDigest(challenge));
+}
+
+/**
+ * Runs the client's side of a v1 handshake: reads the challenge and sends the answer.
  *
  * In protocol v1 the server says nothing on success, so this cannot tell whether the answer was
  * accepted; the first read after it can (docs/PROTOCOL.md §3).
@@ -210,8 +317,6 @@ export async function answerChallenge(
   stream: ByteStream,
   key: CryptoKey,
 ): Promise<void> {
-  const challenge = new Uint8Array(CHALLENGE_LENGTH);
-  const received = await readFull(stream, challenge);
-  if (received < CHALLENGE_LENGTH) throw new ChallengeError(received);
+  const challenge = await readChallenge(stream);
   await writeAll(stream, await computeAnswer(key, challenge));
 }

@@ -78,6 +78,24 @@ export function renderMetrics(stats: ServerStats): string {
       one(stats.authenticatedWithPrevious),
     ],
     [
+      "authenticated_v2_total",
+      "counter",
+      "Clients that passed with protocol v2.",
+      one(stats.authenticatedV2),
+    ],
+    [
+      "authenticated_legacy_total",
+      "counter",
+      "Clients that passed with the legacy sha1-prefix digest.",
+      one(stats.authenticatedLegacy),
+    ],
+    [
+      "frames_rejected_total",
+      "counter",
+      "Protocol v2 connections closed for a frame that failed a check, by reason.",
+      byReason(stats.frameErrors),
+    ],
+    [
       "rejected_total",
       "counter",
       "Clients that failed the handshake, by reason.",

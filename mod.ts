@@ -1,7 +1,8 @@
 /**
- * hmac-echo: a TCP server that lets a client in only after it proves, with HMAC-SHA1 over a fresh
- * challenge, that it knows a shared secret; then echoes its bytes upper-cased. The wire format is
- * in docs/PROTOCOL.md.
+ * hmac-echo: a TCP server that lets a client in only after it proves, with an HMAC over a fresh
+ * challenge, that it knows a shared secret; then echoes its bytes upper-cased. Protocol v2 adds
+ * mutual authentication, a digest choice and integrity or encryption frames. The wire format is in
+ * docs/PROTOCOL.md.
  *
  * Run an authenticated server with your own service handler:
  *
@@ -47,24 +48,46 @@ export {
   type ConnectOptions,
   exchange,
   HandshakeRejectedError,
+  ProtocolMismatchError,
   relay,
+  ServerAuthenticationError,
   ServerHungUpError,
 } from "./client.ts";
 export {
   ANSWER_LENGTH,
   answerChallenge,
   authenticateClient,
+  type AuthenticationPolicy,
   CHALLENGE_LENGTH,
   ChallengeError,
   computeAnswer,
+  computeLegacyAnswer,
   createChallenge,
   decodeAnswer,
   type HandshakeOutcome,
   importSecretKey,
+  readChallenge,
   type RejectionReason,
-  secretKey,
+  type Requirement,
   verifyAnswer,
 } from "./handshake.ts";
+export { type DigestName, DIGESTS, isDigestName, SecretKeys, secretKeys } from "./keys.ts";
+export {
+  type FrameMode,
+  type HelloRejectionReason,
+  type HelloResult,
+  REJECTION_STATUS,
+  sendHello,
+  type V2Session,
+  verifyHello,
+} from "./handshake_v2.ts";
+export {
+  FramedConnection,
+  FrameError,
+  type FrameErrorReason,
+  type FrameKeys,
+  MAX_FRAME_PAYLOAD,
+} from "./frames.ts";
 export {
   type ServiceConnection,
   type ServiceHandler,

@@ -8,7 +8,14 @@
 import { closeQuietly, formatAddr, isDisconnect } from "./_io.ts";
 
 export { formatAddr };
-import { ANSWER_LENGTH, authenticateClient, secretKey } from "./handshake.ts";
+import {
+  ANSWER_LENGTH,
+  authenticateClient,
+  type AuthenticationPolicy,
+  type Requirement,
+} from "./handshake.ts";
+import { type DigestName, isDigestName, type SecretKeys, secretKeys } from "./keys.ts";
+import { FramedConnection, FrameError } from "./frames.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
 import {
@@ -51,10 +58,22 @@ const EXHAUSTION_CODES = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
-  /** The shared secret's bytes, or a key from `importSecretKey` (imported once per server). */
-  secret: Uint8Array | CryptoKey;
+  /** The shared secret's bytes, or keys from `SecretKeys.import` (imported once per server). */
+  secret: Uint8Array | SecretKeys;
   /** A previous secret still accepted while clients move to the new one (a rotation). */
-  previousSecret?: Uint8Array | CryptoKey;
+  previousSecret?: Uint8Array | SecretKeys;
+  /**
+   * Refuse v1 clients (`"v2"`), and v2 clients without integrity frames (`"integrity"`) or without
+   * encryption (`"encrypt"`) (docs/PROTOCOL.md §8). Default: v1 and every v2 mode are served.
+   */
+  require?: Requirement;
+  /** The digests a v2 client may name; leave `"sha1"` out to forbid SHA-1. Default: all four. */
+  digests?: readonly DigestName[];
+  /**
+   * Also accept the tutorial's `sha1(secret + challenge)` v1 answers, for migrating its clients
+   * (docs/PROTOCOL.md §3.1). Default: false. Needs the secret as bytes, not as `SecretKeys`.
+   */
+  legacyDigest?: boolean;
   /** Address to listen on. Default `127.0.0.1`. */
   hostname?: string;
   /** Port to listen on; 0 picks a free one (read it back from `server.addr`). Default 4444. */
@@ -97,8 +116,14 @@ export interface ServerStats {
   authenticated: number;
   /** Of those, clients that answered with the previous secret of a rotation. */
   authenticatedWithPrevious: number;
-  /** Clients that failed it, by reason (docs/PROTOCOL.md §3). */
+  /** Clients that failed it, by reason (docs/PROTOCOL.md §3, §9). */
   rejected: Record<string, number>;
+  /** Of the authenticated, clients that answered with the legacy `sha1-prefix` digest. */
+  authenticatedLegacy: number;
+  /** Of the authenticated, clients that spoke protocol v2. */
+  authenticatedV2: number;
+  /** Authenticated connections closed because a frame failed a check, by reason (§11). */
+  frameErrors: Record<string, number>;
   /** Authenticated connections closed for idling past `idleTimeoutMs`. */
   idleClosed: number;
   /** Addresses put into an authentication cool-down. */
@@ -204,8 +229,7 @@ export class Server {
   /** The address the server listens on, with the real port when 0 was asked for. */
   readonly addr: Deno.NetAddr;
   #listener: Deno.TcpListener;
-  #key: CryptoKey;
-  #previousKey?: CryptoKey;
+  #policy: AuthenticationPolicy;
   /** The caller's handler, or undefined for the default echo, which counts its own traffic. */
   #handler?: ServiceHandler;
   #logger: Logger;
@@ -223,7 +247,10 @@ export class Server {
     refused: {} as Partial<Record<RefusalReason, number>>,
     authenticated: 0,
     authenticatedWithPrevious: 0,
+    authenticatedLegacy: 0,
+    authenticatedV2: 0,
     rejected: {} as Record<string, number>,
+    frameErrors: {} as Record<string, number>,
     idleClosed: 0,
     throttled: 0,
     /** Bytes of connections already closed; open ones are summed live. */
@@ -244,20 +271,23 @@ export class Server {
   /** Starts serving on an open listener; most callers want {@linkcode serve} instead. */
   constructor(
     listener: Deno.TcpListener,
-    key: CryptoKey,
-    options:
-      & Omit<
-        ServeOptions,
-        "secret" | "previousSecret" | "hostname" | "port" | "backlog" | "reusePort"
-      >
-      & {
-        previousKey?: CryptoKey;
-      } = {},
+    policy: AuthenticationPolicy,
+    options: Omit<
+      ServeOptions,
+      | "secret"
+      | "previousSecret"
+      | "require"
+      | "digests"
+      | "legacyDigest"
+      | "hostname"
+      | "port"
+      | "backlog"
+      | "reusePort"
+    > = {},
   ) {
     this.#listener = listener;
     this.addr = listener.addr;
-    this.#key = key;
-    this.#previousKey = options.previousKey;
+    this.#policy = policy;
     this.#handler = options.handler;
     this.#logger = options.logger ?? silentLogger;
     this.#handshakeTimeoutMs = positive(
@@ -298,6 +328,7 @@ export class Server {
       ...this.#stats,
       refused: { ...this.#stats.refused },
       rejected: { ...this.#stats.rejected },
+      frameErrors: { ...this.#stats.frameErrors },
       handshakeSeconds: {
         ...this.#stats.handshakeSeconds,
         counts: [...this.#stats.handshakeSeconds.counts],
@@ -435,7 +466,7 @@ export class Server {
     try {
       conn.tcp.setNoDelay(true);
       if (session.viaProxy && !await this.#admitProxied(session)) return;
-      const outcome = await authenticateClient(conn, this.#key, this.#previousKey);
+      const outcome = await authenticateClient(conn, this.#policy);
       clearTimeout(deadline);
       if (!outcome.authenticated) {
         if (looksLikeProxyHeader(outcome.answer)) {
@@ -458,8 +489,27 @@ export class Server {
         logger.log("warn", "previous-secret-used", { id, remote: session.remote });
       }
       observe(this.#stats.handshakeSeconds, (performance.now() - session.startedAt) / 1000);
-      logger.log("info", "authenticated", { id, remote: session.remote });
-      if (this.#handler) await this.#handler(conn);
+      if (outcome.protocol === 1 && outcome.legacy) {
+        this.#stats.authenticatedLegacy++;
+        logger.log("warn", "legacy-digest-used", {
+          id,
+          remote: session.remote,
+          note: "this client answers with sha1(secret + challenge); move it to HMAC",
+        });
+      }
+      if (outcome.protocol === 2) this.#stats.authenticatedV2++;
+      logger.log("info", "authenticated", {
+        id,
+        remote: session.remote,
+        protocol: outcome.protocol,
+        digest: outcome.protocol === 2 ? outcome.digest : outcome.legacy ? "sha1-prefix" : "sha1",
+        mode: outcome.protocol === 2 ? outcome.mode : "plain",
+      });
+      if (outcome.protocol === 2 && outcome.frameKeys) {
+        const framed = new FramedConnection(conn, outcome.frameKeys);
+        await (this.#handler ?? upperCaseEcho)(framed);
+        await framed.closeWrite(); // the end frame: the client knows it has every reply byte
+      } else if (this.#handler) await this.#handler(conn);
       else await upperCaseEcho(conn.tcp, conn); // the bare connection: no wrapper per read
     } catch (error) {
       switch (session.closedByServer) {
@@ -481,7 +531,16 @@ export class Server {
         case "shutdown":
           break; // logged once for all such sessions by #shutDown
         default:
-          if (error instanceof ProxyHeaderError) {
+          if (error instanceof FrameError) {
+            this.#stats.frameErrors[error.reason] = (this.#stats.frameErrors[error.reason] ?? 0) +
+              1;
+            logger.log("warn", "frame-rejected", {
+              id,
+              remote: session.remote,
+              reason: error.reason,
+              detail: error.detail,
+            });
+          } else if (error instanceof ProxyHeaderError) {
             this.#recordRejection(session, "malformed-proxy-header", error.message);
           } else if (!session.authenticated && isDisconnect(error)) {
             // A reset is one more way for the connection to end before the answer is complete.
@@ -602,10 +661,24 @@ export class Server {
  * @throws {RangeError} if the secret is empty or an option is out of range.
  */
 export async function serve(options: ServeOptions): Promise<Server> {
-  const key = await secretKey(options.secret);
-  const previousKey = options.previousSecret === undefined
+  const legacy = options.legacyDigest ?? false;
+  if (legacy && options.require !== undefined) {
+    throw new RangeError(
+      `legacyDigest accepts v1 answers, but require: "${options.require}" refuses them`,
+    );
+  }
+  for (const digest of options.digests ?? []) {
+    if (!isDigestName(digest)) {
+      throw new RangeError(`unknown digest "${digest}": use sha1, sha256, sha384 or sha512`);
+    }
+  }
+  const keys = await secretKeys(options.secret, { legacy });
+  const previousKeys = options.previousSecret === undefined
     ? undefined
-    : await secretKey(options.previousSecret);
+    : await secretKeys(options.previousSecret, { legacy });
+  if (legacy && !keys.acceptsLegacy) {
+    throw new RangeError("legacyDigest needs the secret as bytes, not as SecretKeys");
+  }
   const listener = Deno.listen({
     hostname: options.hostname ?? DEFAULT_HOSTNAME,
     port: options.port ?? DEFAULT_PORT,
@@ -613,7 +686,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
     tcpBacklog: options.backlog ?? DEFAULT_BACKLOG,
     reusePort: options.reusePort ?? false,
   });
-  return new Server(listener, key, { ...options, previousKey });
+  const policy = { keys, previousKeys, require: options.require, digests: options.digests, legacy };
+  return new Server(listener, policy, options);
 }
 
 function describeError(error: unknown): string {

@@ -160,7 +160,10 @@ function addStats(all: ServerStats[]): ServerStats {
     refused: {},
     authenticated: 0,
     authenticatedWithPrevious: 0,
+    authenticatedLegacy: 0,
+    authenticatedV2: 0,
     rejected: {},
+    frameErrors: {},
     idleClosed: 0,
     throttled: 0,
     active: 0,
@@ -172,6 +175,8 @@ function addStats(all: ServerStats[]): ServerStats {
     sum.accepted += stats.accepted;
     sum.authenticated += stats.authenticated;
     sum.authenticatedWithPrevious += stats.authenticatedWithPrevious;
+    sum.authenticatedLegacy += stats.authenticatedLegacy;
+    sum.authenticatedV2 += stats.authenticatedV2;
     sum.idleClosed += stats.idleClosed;
     sum.throttled += stats.throttled;
     sum.active += stats.active;
@@ -186,6 +191,9 @@ function addStats(all: ServerStats[]): ServerStats {
     sum.handshakeSeconds.count += histogram.count;
     for (const [reason, n] of Object.entries(stats.rejected)) {
       sum.rejected[reason] = (sum.rejected[reason] ?? 0) + n;
+    }
+    for (const [reason, n] of Object.entries(stats.frameErrors)) {
+      sum.frameErrors[reason] = (sum.frameErrors[reason] ?? 0) + n;
     }
     for (
       const [reason, n] of Object.entries(stats.refused) as [keyof ServerStats["refused"], number][]

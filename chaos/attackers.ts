@@ -7,6 +7,7 @@ import net from "node:net";
 import { concat } from "../_io.ts";
 import { computeAnswer } from "../handshake.ts";
 import { exchange } from "../client.ts";
+import type { SecretKeys } from "../keys.ts";
 
 /** What one kind of client did, as the client saw it. */
 export interface Tally {
@@ -39,7 +40,7 @@ export function newTally(name: string): Tally {
 /** Shared by every client: the target, the key, the stop signal. */
 export interface Target {
   port: number;
-  key: CryptoKey;
+  key: SecretKeys;
   secret: Uint8Array;
   /** Aborted when the attack phase ends; loops stop starting new connections. */
   stop: AbortSignal;
@@ -212,7 +213,7 @@ export async function slowloris(target: Target, from: string, intervalMs: number
   await Promise.all(Array.from({ length: 40 }, async (_, position) => {
     const opened = await openChallenged(target, from, tally);
     if (!opened) return;
-    const answer = await computeAnswer(target.key, opened.challenge);
+    const answer = await computeAnswer(target.key.hmac("sha1"), opened.challenge);
     await opened.socket.write(answer.subarray(0, position));
     // Stop one byte short of a whole answer: the point is to hold the slot, never to finish.
     for (let i = position; i < 39 && !opened.socket.ended; i++) {
@@ -307,7 +308,7 @@ async function openConfirmed(
 ): Promise<RawSocket | null> {
   const opened = await openChallenged(target, from, tally);
   if (!opened) return null;
-  await opened.socket.write(await computeAnswer(target.key, opened.challenge));
+  await opened.socket.write(await computeAnswer(target.key.hmac("sha1"), opened.challenge));
   await opened.socket.write(encoder.encode("x"));
   if ((await opened.socket.readExactly(1)) === null) {
     tally.rejected++;

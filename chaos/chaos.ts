@@ -9,7 +9,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { importSecretKey } from "../handshake.ts";
+import { SecretKeys } from "../keys.ts";
 import * as attack from "./attackers.ts";
 import type { Tally } from "./attackers.ts";
 
@@ -151,7 +151,7 @@ async function settle(check: () => boolean, ms: number): Promise<boolean> {
   return check();
 }
 
-const key = await importSecretKey(secret);
+const key = await SecretKeys.import(secret);
 
 // --- warm-up and baseline ---------------------------------------------------------------------
 const warmStop = new AbortController();

@@ -100,7 +100,7 @@ Deno.test("connect with the wrong secret exits 1 and says so; no secret reaches 
       result.stderr,
       `hmac-echo: authentication rejected by 127.0.0.1:${port}: check the secret\n`,
     );
-    await server.waitForLine(/ rejected .*reason=wrong-digest/);
+    await server.waitForLine(/ rejected .*reason=wrong-proof/);
     for (const secret of [serverSecret, clientSecret]) {
       assert.ok(!result.stderr.includes(secret));
       assert.ok(!server.lines.some((line) => line.includes(secret)));

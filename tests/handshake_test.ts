@@ -13,6 +13,7 @@ import {
   importSecretKey,
   verifyAnswer,
 } from "../handshake.ts";
+import { SecretKeys } from "../keys.ts";
 import type { ByteStream } from "../_io.ts";
 import { decoder, encoder } from "./_helpers.ts";
 
@@ -46,7 +47,7 @@ for (const vector of RFC_2202) {
   Deno.test(`verifyAnswer() accepts the RFC 2202 digest, ${vector.name}`, async () => {
     const key = await importSecretKey(vector.key);
     const outcome = await verifyAnswer(key, vector.data, encoder.encode(vector.digest));
-    assert.deepEqual(outcome, { authenticated: true });
+    assert.deepEqual(outcome, { authenticated: true, protocol: 1 });
   });
 }
 
@@ -75,6 +76,7 @@ Deno.test("verifyAnswer() accepts uppercase and mixed-case hex (PROTOCOL.md §2)
   const mixed = [...vector.digest].map((c, i) => i % 2 ? c.toUpperCase() : c).join("");
   for (const answer of [vector.digest.toUpperCase(), mixed]) {
     assert.deepEqual(await verifyAnswer(key, vector.data, encoder.encode(answer)), {
+      protocol: 1,
       authenticated: true,
     });
   }
@@ -172,11 +174,11 @@ class ScriptedStream implements ByteStream {
 }
 
 Deno.test("authenticateClient() reads 40 bytes and no more before deciding (PROTOCOL.md §3)", async () => {
-  const key = await importSecretKey(encoder.encode("k"));
+  const keys = await SecretKeys.import(encoder.encode("k"));
   // Far more than 40 bytes are available; the server must take only its 40.
   for (const chunkSize of [1, 7, 40, Infinity]) {
     const stream = new ScriptedStream(new Uint8Array(1000).fill(0x61), chunkSize);
-    const outcome = await authenticateClient(stream, key);
+    const outcome = await authenticateClient(stream, { keys });
     assert.equal(stream.consumed, ANSWER_LENGTH, `chunks of ${chunkSize}`);
     assert.equal(stream.written.length, CHALLENGE_LENGTH);
     assert.equal(!outcome.authenticated && outcome.reason, "wrong-digest");
@@ -190,7 +192,7 @@ Deno.test("answerChallenge() reads the challenge and sends an answer verifyAnswe
   await answerChallenge(client, key);
   assert.equal(client.written.length, ANSWER_LENGTH);
   const outcome = await verifyAnswer(key, challenge, new Uint8Array(client.written));
-  assert.deepEqual(outcome, { authenticated: true });
+  assert.deepEqual(outcome, { authenticated: true, protocol: 1 });
 });
 
 Deno.test("answerChallenge() throws ChallengeError on a short challenge", async () => {

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { exchange, HandshakeRejectedError } from "../client.ts";
+import { exchange, HandshakeRejectedError, ProtocolMismatchError } from "../client.ts";
 import { decoder, encoder, SECRET, startServer } from "./_helpers.ts";
 
 const PEERS = new URL("./peers/", import.meta.url).pathname;
@@ -68,7 +68,12 @@ Deno.test("the Deno client authenticates against a Python v1 server and gets its
   const child = python("v1_server.py", [], SECRET_TEXT);
   try {
     const { port, rest } = await readPort(child);
-    const reply = await exchange({ secret: SECRET, port, message: encoder.encode(MESSAGE) });
+    const reply = await exchange({
+      secret: SECRET,
+      port,
+      protocol: 1,
+      message: encoder.encode(MESSAGE),
+    });
     assert.equal(decoder.decode(reply), MESSAGE.toUpperCase());
     await rest;
   } finally {
@@ -83,7 +88,7 @@ Deno.test("the Deno client reports a rejection by a Python v1 server", async () 
   try {
     const { port, rest } = await readPort(child);
     await assert.rejects(
-      exchange({ secret: SECRET, port, message: encoder.encode(MESSAGE) }),
+      exchange({ secret: SECRET, port, protocol: 1, message: encoder.encode(MESSAGE) }),
       HandshakeRejectedError,
     );
     await rest;
@@ -91,5 +96,22 @@ Deno.test("the Deno client reports a rejection by a Python v1 server", async () 
     const status = await child.status;
     await child.stderr.cancel();
     assert.equal(status.code, 3, "the Python server rejected the answer");
+  }
+});
+
+Deno.test("a v2 client does not fall back to v1 against a Python v1 server (PROTOCOL.md §8)", async () => {
+  const child = python("v1_server.py", [], SECRET_TEXT);
+  try {
+    const { port, rest } = await readPort(child);
+    await assert.rejects(
+      exchange({ secret: SECRET, port, message: encoder.encode(MESSAGE) }),
+      (error: unknown) =>
+        error instanceof ProtocolMismatchError && /--protocol 1/.test(error.message),
+    );
+    await rest;
+  } finally {
+    const status = await child.status;
+    await child.stderr.cancel();
+    assert.equal(status.code, 3, "the Python server saw one answer, a v2 hello, and rejected it");
   }
 });

@@ -38,14 +38,16 @@ Deno.test("serveMetrics exposes the server's counters in Prometheus text format"
     const samples = parse(body);
     assert.equal(samples.get("hmac_echo_connections_total"), 2);
     assert.equal(samples.get("hmac_echo_authenticated_total"), 1);
-    assert.equal(samples.get('hmac_echo_rejected_total{reason="wrong-digest"}'), 1);
+    assert.equal(samples.get('hmac_echo_rejected_total{reason="wrong-proof"}'), 1);
     assert.equal(samples.get("hmac_echo_handshake_duration_seconds_count"), 1);
     assert.equal(samples.get('hmac_echo_handshake_duration_seconds_bucket{le="+Inf"}'), 1);
     // Buckets are cumulative: never decreasing, ending at the count.
     const buckets = [...samples].filter(([name]) => name.includes("_bucket{")).map(([, n]) => n);
     assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
-    // The rejected client's message byte is never read: the server decides on 40 bytes.
-    assert.equal(samples.get("hmac_echo_received_bytes_total"), 40 + 3 + 40);
+    // Two v2 SHA-256 hellos of 74 bytes (PROTOCOL.md §9) and one message; the rejected client's
+    // message byte is never read: the server decides on the hello.
+    assert.equal(samples.get("hmac_echo_received_bytes_total"), 74 + 3 + 74);
+    assert.equal(samples.get("hmac_echo_authenticated_v2_total"), 1);
 
     assert.deepEqual(await get(`${base}/healthz`), { status: 200, body: "ok\n" });
     draining = true;

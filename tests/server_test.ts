@@ -18,12 +18,13 @@ import {
   withTimeout,
 } from "./_helpers.ts";
 
-Deno.test("server echoes upper-cased text to a client with the right secret", async () => {
+Deno.test("server echoes upper-cased text to a v1 client with the right secret", async () => {
   const { server, logger, port } = await startServer();
   try {
     const reply = await exchange({
       secret: SECRET,
       port,
+      protocol: 1,
       message: encoder.encode("hello, straße"),
     });
     assert.equal(decoder.decode(reply), "HELLO, STRASSE");
@@ -36,23 +37,30 @@ Deno.test("server echoes upper-cased text to a client with the right secret", as
   }
 });
 
-Deno.test("server rejects a wrong secret, and the client says so", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    await assert.rejects(
-      exchange({ secret: encoder.encode("wrong"), port, message: encoder.encode("hi") }),
-      (error: unknown) =>
-        error instanceof HandshakeRejectedError &&
-        error.message === `authentication rejected by 127.0.0.1:${port}: check the secret`,
-    );
-    const rejected = await logger.waitFor("rejected");
-    assert.equal(rejected.fields.reason, "wrong-digest");
-    assert.deepEqual(server.stats.rejected, { "wrong-digest": 1 });
-    assert.equal(server.stats.authenticated, 0);
-  } finally {
-    await server.close();
-  }
-});
+for (const [protocol, reason] of [[1, "wrong-digest"], [2, "wrong-proof"]] as const) {
+  Deno.test(`server rejects a wrong secret in protocol v${protocol}, and the client says so`, async () => {
+    const { server, logger, port } = await startServer();
+    try {
+      await assert.rejects(
+        exchange({
+          secret: encoder.encode("wrong"),
+          port,
+          protocol,
+          message: encoder.encode("hi"),
+        }),
+        (error: unknown) =>
+          error instanceof HandshakeRejectedError &&
+          error.message === `authentication rejected by 127.0.0.1:${port}: check the secret`,
+      );
+      const rejected = await logger.waitFor("rejected");
+      assert.equal(rejected.fields.reason, reason);
+      assert.deepEqual(server.stats.rejected, { [reason]: 1 });
+      assert.equal(server.stats.authenticated, 0);
+    } finally {
+      await server.close();
+    }
+  });
+}
 
 Deno.test("server closes on a malformed answer without sending another byte (PROTOCOL.md §3)", async () => {
   const { server, logger, port } = await startServer();
@@ -334,7 +342,7 @@ Deno.test("during a rotation the server accepts the previous secret too, and say
     );
     assert.equal(server.stats.authenticated, 2);
     assert.equal(server.stats.authenticatedWithPrevious, 1);
-    assert.deepEqual(server.stats.rejected, { "wrong-digest": 1 });
+    assert.deepEqual(server.stats.rejected, { "wrong-proof": 1 });
   } finally {
     await server.close();
   }

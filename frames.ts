@@ -1,0 +1,257 @@
+/**
+ * Protocol v2's frame layer: after a handshake in mode `integrity` or `encrypt`, every service
+ * byte travels in a frame with a length, a sequence number and a tag under a session key
+ * (docs/PROTOCOL.md §11). {@linkcode FramedConnection} turns frames back into a byte stream, so
+ * the echo service runs on it unchanged.
+ *
+ * @module
+ */
+
+import { type ByteStream, writeAll } from "./_io.ts";
+
+/** The largest payload one frame may carry; a longer one is refused before its body is read. */
+export const MAX_FRAME_PAYLOAD = 65_536;
+
+const HEADER_LENGTH = 12;
+const HMAC_TAG_LENGTH = 32;
+const GCM_TAG_LENGTH = 16;
+/** The receive buffer starts small, as idle connections keep it, and grows to one whole frame. */
+const INITIAL_INBOX = 1024;
+
+/** The session keys of one side, from `deriveFrameKeys` (docs/PROTOCOL.md §11). */
+export interface FrameKeys {
+  /** `integrity`: HMAC-SHA-256 keys; `encrypt`: AES-256-GCM keys. */
+  mode: "integrity" | "encrypt";
+  /** The key for the frames this side sends. */
+  send: CryptoKey;
+  /** The key for the frames this side receives. */
+  receive: CryptoKey;
+}
+
+/** Why a frame was refused (docs/PROTOCOL.md §11). */
+export type FrameErrorReason =
+  | "oversized-frame"
+  | "tampered-frame"
+  | "replayed-frame"
+  | "out-of-order-frame"
+  | "truncated-frame"
+  | "truncated-stream"
+  | "data-after-end";
+
+/** A received frame failed a check: the connection must be closed, and nothing of it used. */
+export class FrameError extends Error {
+  /** Builds the error; `reason` is the name logged, `detail` what exactly was wrong. */
+  constructor(readonly reason: FrameErrorReason, readonly detail: string) {
+    super(
+      `the peer's frames failed a check (${reason}: ${detail}); the connection was closed, ` +
+        "as the bytes may have been altered on the way",
+    );
+    this.name = "FrameError";
+  }
+}
+
+/**
+ * A byte stream over frames. `read` returns only payload bytes that passed every check; `write`
+ * sends its data as frames; `closeWrite` sends the end frame.
+ *
+ * @example
+ * ```ts ignore
+ * const framed = new FramedConnection(conn, session.frameKeys);
+ * await writeAll(framed, new TextEncoder().encode("hello"));
+ * await framed.closeWrite();
+ * ```
+ */
+export class FramedConnection implements ByteStream {
+  #stream: ByteStream;
+  #keys: FrameKeys;
+  #tagLength: number;
+  #sendSeq = 0;
+  #receiveSeq = 0;
+  /** Received bytes not yet parsed: `#inbox[#start, #end)`. */
+  #inbox = new Uint8Array(INITIAL_INBOX);
+  #start = 0;
+  #end = 0;
+  /** The current frame's payload not yet read: `#payload[#payloadOffset, …)`. */
+  #payload: Uint8Array = new Uint8Array(0);
+  #payloadOffset = 0;
+  #receivedEnd = false;
+  #sentEnd = false;
+
+  /** Frames `stream` with the session keys of one side. */
+  constructor(stream: ByteStream, keys: FrameKeys) {
+    this.#stream = stream;
+    this.#keys = keys;
+    this.#tagLength = keys.mode === "integrity" ? HMAC_TAG_LENGTH : GCM_TAG_LENGTH;
+  }
+
+  /**
+   * Reads payload bytes; `null` once the peer's end frame has arrived.
+   *
+   * @throws {FrameError} when a frame fails a check or the stream ends without an end frame.
+   */
+  async read(buffer: Uint8Array): Promise<number | null> {
+    while (this.#payloadOffset === this.#payload.length) {
+      if (this.#receivedEnd) {
+        this.#expectNothingAfterEnd();
+        return null;
+      }
+      await this.#receiveFrame();
+    }
+    const n = Math.min(buffer.length, this.#payload.length - this.#payloadOffset);
+    buffer.set(this.#payload.subarray(this.#payloadOffset, this.#payloadOffset + n));
+    this.#payloadOffset += n;
+    return n;
+  }
+
+  /** Sends all of `data`, in frames of at most 64 KiB, and returns its length. */
+  async write(data: Uint8Array): Promise<number> {
+    if (this.#sentEnd) throw new Deno.errors.BrokenPipe("write after the end frame");
+    for (let offset = 0; offset < data.length; offset += MAX_FRAME_PAYLOAD) {
+      await this.#sendFrame(data.subarray(offset, offset + MAX_FRAME_PAYLOAD));
+    }
+    return data.length;
+  }
+
+  /** Sends the end frame: this side will send nothing more (docs/PROTOCOL.md §11). */
+  async closeWrite(): Promise<void> {
+    if (this.#sentEnd) return;
+    await this.#sendFrame(new Uint8Array(0));
+    this.#sentEnd = true;
+  }
+
+  async #sendFrame(payload: Uint8Array): Promise<void> {
+    const n = payload.length;
+    const frame = new Uint8Array(HEADER_LENGTH + n + this.#tagLength);
+    writeHeader(frame, n, this.#sendSeq);
+    const header = frame.subarray(0, HEADER_LENGTH);
+    if (this.#keys.mode === "integrity") {
+      frame.set(payload, HEADER_LENGTH);
+      const tag = await crypto.subtle.sign(
+        "HMAC",
+        this.#keys.send,
+        frame.subarray(0, HEADER_LENGTH + n),
+      );
+      frame.set(new Uint8Array(tag), HEADER_LENGTH + n);
+    } else {
+      const sealed = await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv: nonce(this.#sendSeq), additionalData: header },
+        this.#keys.send,
+        new Uint8Array(payload),
+      );
+      frame.set(new Uint8Array(sealed), HEADER_LENGTH);
+    }
+    this.#sendSeq++;
+    await writeAll(this.#stream, frame);
+  }
+
+  async #receiveFrame(): Promise<void> {
+    await this.#fill(HEADER_LENGTH);
+    const view = new DataView(this.#inbox.buffer, this.#start, HEADER_LENGTH);
+    const n = view.getUint32(0);
+    const seq = view.getUint32(4) * 2 ** 32 + view.getUint32(8);
+    if (n > MAX_FRAME_PAYLOAD) {
+      throw new FrameError(
+        "oversized-frame",
+        `a ${n}-byte frame; the limit is ${MAX_FRAME_PAYLOAD}`,
+      );
+    }
+    const frameLength = HEADER_LENGTH + n + this.#tagLength;
+    await this.#fill(frameLength);
+    const frame = this.#inbox.subarray(this.#start, this.#start + frameLength);
+    const header = frame.subarray(0, HEADER_LENGTH);
+    let payload: Uint8Array;
+    if (this.#keys.mode === "integrity") {
+      const valid = await crypto.subtle.verify(
+        "HMAC",
+        this.#keys.receive,
+        frame.subarray(HEADER_LENGTH + n),
+        frame.subarray(0, HEADER_LENGTH + n),
+      );
+      if (!valid) throw new FrameError("tampered-frame", `frame ${seq}'s MAC does not verify`);
+      payload = frame.slice(HEADER_LENGTH, HEADER_LENGTH + n);
+    } else {
+      try {
+        payload = new Uint8Array(
+          await crypto.subtle.decrypt(
+            { name: "AES-GCM", iv: nonce(seq), additionalData: header },
+            this.#keys.receive,
+            frame.subarray(HEADER_LENGTH),
+          ),
+        );
+      } catch {
+        throw new FrameError("tampered-frame", `frame ${seq} does not decrypt and authenticate`);
+      }
+    }
+    // The sequence number is trusted only now that the tag has vouched for it.
+    if (seq < this.#receiveSeq) {
+      throw new FrameError("replayed-frame", `frame ${seq} again, after ${this.#receiveSeq - 1}`);
+    }
+    if (seq > this.#receiveSeq) {
+      throw new FrameError("out-of-order-frame", `frame ${seq} where ${this.#receiveSeq} was due`);
+    }
+    this.#receiveSeq++;
+    this.#start += frameLength;
+    if (n === 0) this.#receivedEnd = true;
+    this.#payload = payload;
+    this.#payloadOffset = 0;
+  }
+
+  /** Reads until the inbox holds `length` unparsed bytes. */
+  async #fill(length: number): Promise<void> {
+    if (this.#start + length > this.#inbox.length) {
+      // Move the unparsed bytes to the front, into a bigger buffer if one frame needs it.
+      const unparsed = this.#inbox.subarray(this.#start, this.#end);
+      if (length > this.#inbox.length) {
+        const bigger = new Uint8Array(Math.max(length, 2 * this.#inbox.length));
+        bigger.set(unparsed);
+        this.#inbox = bigger;
+      } else {
+        this.#inbox.copyWithin(0, this.#start, this.#end);
+      }
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    while (this.#end - this.#start < length) {
+      const n = await this.#stream.read(this.#inbox.subarray(this.#end));
+      if (n === null) {
+        const have = this.#end - this.#start;
+        throw have === 0
+          ? new FrameError(
+            "truncated-stream",
+            `the connection ended after frame ${this.#receiveSeq - 1} without an end frame`,
+          )
+          : new FrameError(
+            "truncated-frame",
+            `the connection ended inside frame ${this.#receiveSeq}`,
+          );
+      }
+      this.#end += n;
+    }
+  }
+
+  /** After the end frame, the peer may only close: bytes already behind it are refused. */
+  #expectNothingAfterEnd(): void {
+    if (this.#end > this.#start) {
+      throw new FrameError(
+        "data-after-end",
+        `${this.#end - this.#start} bytes after the end frame`,
+      );
+    }
+  }
+}
+
+function writeHeader(frame: Uint8Array, n: number, seq: number): void {
+  const view = new DataView(frame.buffer, frame.byteOffset, HEADER_LENGTH);
+  view.setUint32(0, n);
+  view.setUint32(4, Math.floor(seq / 2 ** 32));
+  view.setUint32(8, seq >>> 0);
+}
+
+/** The GCM nonce for `seq`: four zero bytes, then seq (docs/PROTOCOL.md §11). */
+function nonce(seq: number): Uint8Array<ArrayBuffer> {
+  const iv = new Uint8Array(12);
+  const view = new DataView(iv.buffer);
+  view.setUint32(4, Math.floor(seq / 2 ** 32));
+  view.setUint32(8, seq >>> 0);
+  return iv;
+}

@@ -1,0 +1,331 @@
+/**
+ * The hmac-echo handshake, version 2: the hello, both proofs, the outcome and the session keys
+ * (docs/PROTOCOL.md §8-§11). `handshake.ts` hands a connection over here when its first answer
+ * byte is `{`; the client calls {@linkcode sendHello} itself.
+ *
+ * @module
+ */
+
+import { type ByteStream, isDisconnect, readFull, writeAll } from "./_io.ts";
+import {
+  CHALLENGE_LENGTH,
+  createChallenge,
+  type DigestName,
+  DIGESTS,
+  isDigestName,
+  type SecretKeys,
+} from "./keys.ts";
+import type { AuthenticationPolicy, HandshakeOutcome } from "./handshake.ts";
+import type { FrameKeys } from "./frames.ts";
+
+/** The first byte of a v2 hello, `{`: never the first byte of a v1 answer (docs/PROTOCOL.md §8). */
+export const HELLO_MARKER = 0x7b;
+
+/** How the service bytes travel after a v2 handshake (docs/PROTOCOL.md §11). */
+export type FrameMode = "plain" | "integrity" | "encrypt";
+
+/** Modes by their byte on the wire. */
+const MODES: readonly FrameMode[] = ["plain", "integrity", "encrypt"];
+
+/** Why a server rejected a hello, with the status byte it sends (docs/PROTOCOL.md §9). */
+export const REJECTION_STATUS = {
+  "wrong-proof": 0x01,
+  "unsupported-digest": 0x02,
+  "mode-refused": 0x03,
+  "malformed-hello": 0x04,
+  "unsupported-version": 0x05,
+  "reflected-challenge": 0x06,
+} as const;
+
+/** A reason the server names in its status byte. */
+export type HelloRejectionReason = keyof typeof REJECTION_STATUS;
+
+const STATUS_ACCEPTED = 0x00;
+const VERSION_2 = 0x02;
+/** `{`, up to 14 name bytes, `}`. */
+const MAX_TAG_LENGTH = 16;
+const CLOSING_BRACE = 0x7d;
+
+const encoder = new TextEncoder();
+const CLIENT_LABEL = encoder.encode("hmac-echo v2 client->server");
+const SERVER_LABEL = encoder.encode("hmac-echo v2 server->client");
+
+/** What both sides agreed on, once the hello was accepted. */
+export interface V2Session {
+  /** The digest of both proofs. */
+  digest: DigestName;
+  /** How the service bytes travel. */
+  mode: FrameMode;
+  /** The frame layer's keys, from this side's point of view; none in plain mode. */
+  frameKeys?: FrameKeys;
+}
+
+/** Every hello byte before the proof (docs/PROTOCOL.md §9). */
+export function encodeHelloHead(
+  digest: DigestName,
+  mode: FrameMode,
+  clientChallenge: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  const tag = encoder.encode(`{${digest}}`);
+  const head = new Uint8Array(tag.length + 2 + CHALLENGE_LENGTH);
+  head.set(tag);
+  head[tag.length] = VERSION_2;
+  head[tag.length + 1] = MODES.indexOf(mode);
+  head.set(clientChallenge, tag.length + 2);
+  return head;
+}
+
+/** The proof one side sends: HMAC over its direction's label, Cs and the hello head (§9). */
+export async function computeProof(
+  keys: SecretKeys,
+  digest: DigestName,
+  from: "client" | "server",
+  serverChallenge: Uint8Array,
+  head: Uint8Array,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const message = proofMessage(from, serverChallenge, head);
+  return new Uint8Array(await crypto.subtle.sign("HMAC", keys.hmac(digest), message));
+}
+
+/** Checks a proof in constant time (WebCrypto `verify`). */
+async function verifyProof(
+  keys: SecretKeys,
+  digest: DigestName,
+  from: "client" | "server",
+  serverChallenge: Uint8Array,
+  head: Uint8Array,
+  proof: Uint8Array,
+): Promise<boolean> {
+  const message = proofMessage(from, serverChallenge, head);
+  return await crypto.subtle.verify("HMAC", keys.hmac(digest), new Uint8Array(proof), message);
+}
+
+function proofMessage(
+  from: "client" | "server",
+  serverChallenge: Uint8Array,
+  head: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  const label = from === "client" ? CLIENT_LABEL : SERVER_LABEL;
+  const message = new Uint8Array(label.length + serverChallenge.length + head.length);
+  message.set(label);
+  message.set(serverChallenge, label.length);
+  message.set(head, label.length + serverChallenge.length);
+  return message;
+}
+
+/**
+ * The frame keys for one side: HKDF-SHA-256 of the secret, salted with both challenges, one key
+ * per direction (docs/PROTOCOL.md §11).
+ */
+export async function deriveFrameKeys(
+  keys: SecretKeys,
+  mode: "integrity" | "encrypt",
+  serverChallenge: Uint8Array,
+  clientChallenge: Uint8Array,
+  side: "client" | "server",
+): Promise<FrameKeys> {
+  const salt = new Uint8Array(2 * CHALLENGE_LENGTH);
+  salt.set(serverChallenge);
+  salt.set(clientChallenge, CHALLENGE_LENGTH);
+  const derive = (direction: string) =>
+    crypto.subtle.deriveKey(
+      {
+        name: "HKDF",
+        hash: "SHA-256",
+        salt,
+        info: encoder.encode(`hmac-echo v2 ${mode} ${direction}`),
+      },
+      keys.hkdf,
+      mode === "integrity" ? { name: "HMAC", hash: "SHA-256", length: 256 } : {
+        name: "AES-GCM",
+        length: 256,
+      },
+      false,
+      mode === "integrity" ? ["sign", "verify"] : ["encrypt", "decrypt"],
+    );
+  const [toServer, toClient] = await Promise.all([
+    derive("client->server"),
+    derive("server->client"),
+  ]);
+  return side === "client"
+    ? { mode, send: toServer, receive: toClient }
+    : { mode, send: toClient, receive: toServer };
+}
+
+/** How strong a mode is, for comparing it with what a server requires. */
+export function modeStrength(mode: FrameMode): number {
+  return MODES.indexOf(mode);
+}
+
+/**
+ * The server's side of a v2 handshake, from the first 40 bytes (`first`, beginning with `{`) to the
+ * outcome it sends (docs/PROTOCOL.md §9, §10). Reads exactly the rest of the hello, never more.
+ */
+export async function verifyHello(
+  stream: ByteStream,
+  serverChallenge: Uint8Array,
+  first: Uint8Array,
+  policy: AuthenticationPolicy,
+): Promise<HandshakeOutcome> {
+  const reject = async (reason: HelloRejectionReason, detail: string) => {
+    await writeAll(stream, Uint8Array.of(REJECTION_STATUS[reason]));
+    return { authenticated: false as const, reason, detail, answer: first };
+  };
+  const close = first.subarray(1, MAX_TAG_LENGTH).indexOf(CLOSING_BRACE);
+  if (close < 1) return reject("malformed-hello", "no digest tag {name} at the start of the hello");
+  const tagLength = close + 2;
+  const name = printable(first.subarray(1, tagLength - 1));
+  const allowed = policy.digests ?? ALL_DIGESTS;
+  if (!isDigestName(name) || !allowed.includes(name)) {
+    return reject(
+      "unsupported-digest",
+      `digest "${name}" is not allowed here (allowed: ${allowed.join(", ")})`,
+    );
+  }
+  if (first[tagLength] !== VERSION_2) {
+    return reject("unsupported-version", `version byte ${first[tagLength]}, expected 2`);
+  }
+  const modeByte = first[tagLength + 1];
+  if (modeByte >= MODES.length) {
+    return reject("malformed-hello", `mode byte ${modeByte} is not 0, 1 or 2`);
+  }
+  const mode = MODES[modeByte];
+  const required = policy.require === "encrypt" ? "encrypt" : "integrity";
+  if (
+    policy.require !== undefined && policy.require !== "v2" &&
+    modeStrength(mode) < modeStrength(required)
+  ) {
+    return reject("mode-refused", `mode ${mode}, but this server requires ${required}`);
+  }
+  const digest = name;
+  const headLength = tagLength + 2 + CHALLENGE_LENGTH;
+  const hello = new Uint8Array(headLength + DIGESTS[digest].length);
+  hello.set(first);
+  const received = first.length + await readFull(stream, hello.subarray(first.length));
+  if (received < hello.length) {
+    return {
+      authenticated: false,
+      reason: "incomplete-hello",
+      detail: `the connection ended after ${received} of ${hello.length} hello bytes`,
+      answer: first,
+    };
+  }
+  const head = hello.subarray(0, headLength);
+  const clientChallenge = head.subarray(tagLength + 2);
+  if (equalBytes(clientChallenge, serverChallenge)) {
+    return reject("reflected-challenge", "the client's challenge is the server's own");
+  }
+  const proof = hello.subarray(headLength);
+  let keys = policy.keys;
+  let previousSecret = false;
+  if (!await verifyProof(keys, digest, "client", serverChallenge, head, proof)) {
+    // During a rotation, a second and equally constant-time check under the previous secret.
+    const previous = policy.previousKeys;
+    if (!previous || !await verifyProof(previous, digest, "client", serverChallenge, head, proof)) {
+      return reject(
+        "wrong-proof",
+        `the proof is not the HMAC-${digest} of the hello under this server's secret`,
+      );
+    }
+    keys = previous;
+    previousSecret = true;
+  }
+  const serverProof = await computeProof(keys, digest, "server", serverChallenge, head);
+  const accepted = new Uint8Array(1 + serverProof.length);
+  accepted[0] = STATUS_ACCEPTED;
+  accepted.set(serverProof, 1);
+  await writeAll(stream, accepted);
+  return {
+    authenticated: true,
+    protocol: 2,
+    digest,
+    mode,
+    frameKeys: mode === "plain"
+      ? undefined
+      : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server"),
+    ...(previousSecret ? { previousSecret: true } : {}),
+  };
+}
+
+const ALL_DIGESTS = Object.keys(DIGESTS) as DigestName[];
+
+/** What a client learned from its hello. */
+export type HelloResult =
+  | { outcome: "accepted"; session: V2Session }
+  /** The server named a reason; `reason` is undefined for a status byte this client does not know. */
+  | { outcome: "rejected"; status: number; reason?: HelloRejectionReason }
+  /** The connection ended where the status byte belongs: not a v2 server, or it refused us. */
+  | { outcome: "no-answer" }
+  /** "Accepted", but without a valid proof: the peer does not know the secret. */
+  | { outcome: "bad-server-proof"; detail: string };
+
+/**
+ * The client's side of a v2 handshake, after it has read the server's challenge: sends the hello,
+ * reads the outcome and checks the server's proof (docs/PROTOCOL.md §9, §10).
+ */
+export async function sendHello(
+  stream: ByteStream,
+  keys: SecretKeys,
+  serverChallenge: Uint8Array,
+  options: { digest: DigestName; mode: FrameMode },
+): Promise<HelloResult> {
+  const { digest, mode } = options;
+  const clientChallenge = createChallenge();
+  const head = encodeHelloHead(digest, mode, clientChallenge);
+  const proof = await computeProof(keys, digest, "client", serverChallenge, head);
+  const hello = new Uint8Array(head.length + proof.length);
+  hello.set(head);
+  hello.set(proof, head.length);
+  await writeAll(stream, hello);
+
+  const status = new Uint8Array(1);
+  try {
+    if (await readFull(stream, status) === 0) return { outcome: "no-answer" };
+  } catch (error) {
+    // A v1 server closes with the unread end of the hello still queued: a reset, not a FIN.
+    if (isDisconnect(error)) return { outcome: "no-answer" };
+    throw error;
+  }
+  if (status[0] !== STATUS_ACCEPTED) {
+    const reason = (Object.keys(REJECTION_STATUS) as HelloRejectionReason[])
+      .find((name) => REJECTION_STATUS[name] === status[0]);
+    return { outcome: "rejected", status: status[0], reason };
+  }
+  const serverProof = new Uint8Array(DIGESTS[digest].length);
+  const received = await readFull(stream, serverProof);
+  if (received < serverProof.length) {
+    return {
+      outcome: "bad-server-proof",
+      detail: `the connection ended after ${received} of ${serverProof.length} proof bytes`,
+    };
+  }
+  if (!await verifyProof(keys, digest, "server", serverChallenge, head, serverProof)) {
+    return { outcome: "bad-server-proof", detail: `its HMAC-${digest} proof does not verify` };
+  }
+  return {
+    outcome: "accepted",
+    session: {
+      digest,
+      mode,
+      frameKeys: mode === "plain"
+        ? undefined
+        : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client"),
+    },
+  };
+}
+
+/** Not secret: comparing two public challenges may take any time. */
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+/** A name from the wire, safe to log: non-printable bytes as `\xNN`. */
+function printable(bytes: Uint8Array): string {
+  return Array.from(
+    bytes,
+    (byte) =>
+      byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c
+        ? String.fromCharCode(byte)
+        : `\\x${byte.toString(16).padStart(2, "0")}`,
+  ).join("");
+}

@@ -1,0 +1,139 @@
+/**
+ * The shared secret as WebCrypto keys, imported once, and the challenges both protocol versions
+ * draw: the crypto that `handshake.ts` (v1) and `handshake_v2.ts` share.
+ *
+ * @module
+ */
+
+/** Length in bytes of a challenge, the server's (docs/PROTOCOL.md §1) and the client's (§9). */
+export const CHALLENGE_LENGTH = 32;
+
+/** The HMAC digests protocol v2 can name (docs/PROTOCOL.md §9). v1 always uses SHA-1. */
+export type DigestName = "sha1" | "sha256" | "sha384" | "sha512";
+
+/** Every v2 digest, weakest first, with its WebCrypto name and output length in bytes. */
+export const DIGESTS: Readonly<Record<DigestName, { webCrypto: string; length: number }>> = {
+  sha1: { webCrypto: "SHA-1", length: 20 },
+  sha256: { webCrypto: "SHA-256", length: 32 },
+  sha384: { webCrypto: "SHA-384", length: 48 },
+  sha512: { webCrypto: "SHA-512", length: 64 },
+};
+
+/** Whether `name` is one of the v2 digests. */
+export function isDigestName(name: string): name is DigestName {
+  return Object.hasOwn(DIGESTS, name);
+}
+
+/** Draws a fresh random challenge (docs/PROTOCOL.md §1, §9). */
+export function createChallenge(): Uint8Array<ArrayBuffer> {
+  return crypto.getRandomValues(new Uint8Array(CHALLENGE_LENGTH));
+}
+
+/**
+ * The shared secret, imported once as every key the protocols need: an HMAC key per digest, and an
+ * HKDF key for v2's session keys. The keys are not extractable; the secret's bytes are kept, in a
+ * private field, only when the legacy `sha1-prefix` answer needs them.
+ *
+ * @example
+ * ```ts
+ * import { SecretKeys } from "./keys.ts";
+ * const keys = await SecretKeys.import(new TextEncoder().encode("correct horse battery staple"));
+ * ```
+ */
+export class SecretKeys {
+  readonly #hmac: Record<DigestName, CryptoKey>;
+  /** The HKDF input keying material (docs/PROTOCOL.md §11). */
+  readonly hkdf: CryptoKey;
+  readonly #legacySecret?: Uint8Array<ArrayBuffer>;
+
+  private constructor(
+    hmac: Record<DigestName, CryptoKey>,
+    hkdf: CryptoKey,
+    legacySecret?: Uint8Array<ArrayBuffer>,
+  ) {
+    this.#hmac = hmac;
+    this.hkdf = hkdf;
+    this.#legacySecret = legacySecret;
+  }
+
+  /**
+   * Imports `secret` as all the keys. Pass `{ legacy: true }` only for a server that accepts the
+   * tutorial's `sha1(secret + challenge)` answers (docs/PROTOCOL.md §3.1).
+   *
+   * @throws {RangeError} if the secret is empty: an empty key protects nothing.
+   */
+  static async import(
+    secret: Uint8Array,
+    options: { legacy?: boolean } = {},
+  ): Promise<SecretKeys> {
+    if (secret.length === 0) {
+      throw new RangeError(
+        "The secret is empty: give it at least one byte (32 random bytes is better)",
+      );
+    }
+    const raw = new Uint8Array(secret);
+    const hmac = {} as Record<DigestName, CryptoKey>;
+    for (const [name, { webCrypto }] of Object.entries(DIGESTS)) {
+      hmac[name as DigestName] = await crypto.subtle.importKey(
+        "raw",
+        raw,
+        { name: "HMAC", hash: webCrypto },
+        false,
+        ["sign", "verify"],
+      );
+    }
+    const hkdf = await crypto.subtle.importKey("raw", raw, "HKDF", false, ["deriveKey"]);
+    return new SecretKeys(hmac, hkdf, options.legacy ? raw : undefined);
+  }
+
+  /** The HMAC key for `digest`. */
+  hmac(digest: DigestName): CryptoKey {
+    return this.#hmac[digest];
+  }
+
+  /** Whether these keys can check the legacy `sha1-prefix` answer. */
+  get acceptsLegacy(): boolean {
+    return this.#legacySecret !== undefined;
+  }
+
+  /**
+   * SHA-1(secret || challenge): the tutorial's answer (docs/PROTOCOL.md §3.1).
+   *
+   * @throws {TypeError} unless the keys were imported with `{ legacy: true }`.
+   */
+  async legacyDigest(challenge: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+    if (this.#legacySecret === undefined) {
+      throw new TypeError("These keys were imported without { legacy: true }");
+    }
+    const input = new Uint8Array(this.#legacySecret.length + challenge.length);
+    input.set(this.#legacySecret);
+    input.set(challenge, this.#legacySecret.length);
+    return new Uint8Array(await crypto.subtle.digest("SHA-1", input));
+  }
+}
+
+/** The secret as keys: imported from its bytes, or used as given if already imported. */
+export async function secretKeys(
+  secret: Uint8Array | SecretKeys,
+  options: { legacy?: boolean } = {},
+): Promise<SecretKeys> {
+  return secret instanceof SecretKeys ? secret : await SecretKeys.import(secret, options);
+}
+
+/** A key only this process knows, for comparing two digests in constant time; made when first needed. */
+let comparisonKey: Promise<CryptoKey> | undefined;
+
+/**
+ * Whether `a` and `b` are equal, in time that does not depend on where they differ: both are
+ * MACed under a random key and WebCrypto's `verify` compares the MACs (the "double HMAC" pattern).
+ */
+export async function equalInConstantTime(a: Uint8Array, b: Uint8Array): Promise<boolean> {
+  comparisonKey ??= crypto.subtle.generateKey(
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign", "verify"],
+  ) as Promise<CryptoKey>;
+  const key = await comparisonKey;
+  const mac = await crypto.subtle.sign("HMAC", key, new Uint8Array(a));
+  return await crypto.subtle.verify("HMAC", key, mac, new Uint8Array(b));
+}
