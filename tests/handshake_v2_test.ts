@@ -1,0 +1,480 @@
+/**
+ * Protocol v2 over real sockets: every digest and mode, the server's policy, and the attacks the
+ * design must stop (docs/PROTOCOL.md §8-§10). Frame-layer attacks are in frames_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { connect, exchange, HandshakeRejectedError, ServerAuthenticationError } from "../client.ts";
+import { authenticateClient, readChallenge } from "../handshake.ts";
+import {
+  computeProof,
+  encodeHelloHead,
+  type FrameMode,
+  REJECTION_STATUS,
+} from "../handshake_v2.ts";
+import { createChallenge, type DigestName, DIGESTS, SecretKeys } from "../keys.ts";
+import { concat, writeAll } from "../_io.ts";
+import {
+  decoder,
+  encoder,
+  openRaw,
+  readExactly,
+  readToEnd,
+  SECRET,
+  startServer,
+  withTimeout,
+} from "./_helpers.ts";
+
+const keys = await SecretKeys.import(SECRET);
+const DIGEST_NAMES = Object.keys(DIGESTS) as DigestName[];
+const MODES: FrameMode[] = ["plain", "integrity", "encrypt"];
+
+/** A complete, valid hello for `serverChallenge`, as an honest client would send it (§9). */
+async function helloFor(
+  serverChallenge: Uint8Array,
+  options: {
+    digest?: DigestName;
+    mode?: FrameMode;
+    clientChallenge?: Uint8Array;
+    with?: SecretKeys;
+  } = {},
+): Promise<Uint8Array> {
+  const digest = options.digest ?? "sha256";
+  const head = encodeHelloHead(
+    digest,
+    options.mode ?? "plain",
+    options.clientChallenge ?? createChallenge(),
+  );
+  return concat([
+    head,
+    await computeProof(options.with ?? keys, digest, "client", serverChallenge, head),
+  ]);
+}
+
+/** Sends `hello` on a fresh raw connection; returns the server's whole reply and closes. */
+async function sendRawHello(
+  port: number,
+  makeHello: (challenge: Uint8Array) => Uint8Array | Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  const raw = await openRaw(port);
+  try {
+    await writeAll(raw.conn, await makeHello(raw.challenge));
+    // Half-close, so that a server that wrongly accepted ends the session instead of waiting.
+    await raw.conn.closeWrite();
+    return await readToEnd(raw.conn);
+  } finally {
+    raw.conn.close();
+  }
+}
+
+for (const digest of DIGEST_NAMES) {
+  for (const mode of MODES) {
+    Deno.test(`v2 with ${digest} in mode ${mode}: both sides authenticated, echo intact (§9-§11)`, async () => {
+      const { server, logger, port } = await startServer();
+      try {
+        const text = "v2: grüße, ﬁne, 😀 ".repeat(50);
+        const reply = await exchange({
+          secret: SECRET,
+          port,
+          digest,
+          mode,
+          message: encoder.encode(text),
+        });
+        assert.equal(decoder.decode(reply), text.toUpperCase());
+        const authenticated = await logger.waitFor("authenticated");
+        assert.deepEqual(
+          [authenticated.fields.protocol, authenticated.fields.digest, authenticated.fields.mode],
+          [2, digest, mode],
+        );
+        assert.equal(server.stats.authenticatedV2, 1);
+      } finally {
+        await server.close();
+      }
+    });
+  }
+}
+
+for (const mode of ["integrity", "encrypt"] as const) {
+  Deno.test(`v2 ${mode}: 3 MiB in frames of at most 64 KiB comes back whole and in order`, async () => {
+    const { server, port } = await startServer();
+    try {
+      const message = new Uint8Array(3 * 1024 * 1024 + 7);
+      for (let i = 0; i < message.length; i++) message[i] = 0x61 + (i % 26);
+      const reply = await exchange({ secret: SECRET, port, mode, message });
+      assert.equal(reply.length, message.length);
+      assert.ok(
+        reply.every((byte, i) => byte === message[i] - 0x20),
+        "every byte upper-cased, in order",
+      );
+    } finally {
+      await server.close();
+    }
+  });
+}
+
+Deno.test("a server requiring v2 refuses a v1 answer (v1-refused, §8)", async () => {
+  const { server, logger, port } = await startServer({ require: "v2" });
+  try {
+    await assert.rejects(
+      exchange({ secret: SECRET, port, protocol: 1, message: encoder.encode("hi") }),
+      HandshakeRejectedError,
+    );
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "v1-refused");
+    assert.equal(
+      decoder.decode(await exchange({ secret: SECRET, port, message: encoder.encode("ok") })),
+      "OK",
+    );
+  } finally {
+    await server.close();
+  }
+});
+
+for (
+  const [require, refused, accepted] of [
+    ["integrity", ["plain"], ["integrity", "encrypt"]],
+    ["encrypt", ["plain", "integrity"], ["encrypt"]],
+  ] as const
+) {
+  Deno.test(`a server requiring ${require} refuses weaker modes with mode-refused (§9)`, async () => {
+    const { server, logger, port } = await startServer({ require });
+    try {
+      for (const mode of refused) {
+        await assert.rejects(
+          exchange({ secret: SECRET, port, mode, message: encoder.encode("x") }),
+          (error: unknown) =>
+            error instanceof HandshakeRejectedError && error.reason === "mode-refused" &&
+            /add --integrity or --encrypt/.test(error.message),
+        );
+      }
+      for (const mode of accepted) {
+        const reply = await exchange({ secret: SECRET, port, mode, message: encoder.encode("y") });
+        assert.equal(decoder.decode(reply), "Y");
+      }
+      assert.deepEqual(server.stats.rejected, { "mode-refused": refused.length });
+      assert.equal(logger.find("rejected", { reason: "mode-refused" }).length, refused.length);
+    } finally {
+      await server.close();
+    }
+  });
+}
+
+Deno.test("a server can forbid SHA-1: a v2 client naming it is refused with unsupported-digest", async () => {
+  const { server, logger, port } = await startServer({ digests: ["sha256", "sha512"] });
+  try {
+    await assert.rejects(
+      exchange({ secret: SECRET, port, digest: "sha1", message: encoder.encode("x") }),
+      (error: unknown) =>
+        error instanceof HandshakeRejectedError && error.reason === "unsupported-digest",
+    );
+    const rejected = await logger.waitFor("rejected");
+    assert.equal(rejected.fields.reason, "unsupported-digest");
+    assert.match(
+      String(rejected.fields.detail),
+      /"sha1" is not allowed here \(allowed: sha256, sha512\)/,
+    );
+    const reply = await exchange({
+      secret: SECRET,
+      port,
+      digest: "sha512",
+      message: encoder.encode("z"),
+    });
+    assert.equal(decoder.decode(reply), "Z");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("malformed and unknown hellos get their status byte and reason, then the connection ends (§9)", async () => {
+  const { server, logger, port } = await startServer({ throttle: false }); // many failures, one address
+  const padded = (text: string, byteAt?: [number, number]) => {
+    const bytes = new Uint8Array(120);
+    bytes.set(encoder.encode(text));
+    if (byteAt) bytes[byteAt[0]] = byteAt[1];
+    return bytes;
+  };
+  const cases: [string, Uint8Array, keyof typeof REJECTION_STATUS][] = [
+    ["unknown digest name", padded("{md5}\x02\x00"), "unsupported-digest"],
+    ["digest name in the wrong case", padded("{SHA256}\x02\x00"), "unsupported-digest"],
+    ["a name with control bytes", padded("{sha\x00256}\x02\x00"), "unsupported-digest"],
+    ["no closing brace in 16 bytes", padded("{sha256sha256sha256"), "malformed-hello"],
+    ["an empty name", padded("{}\x02\x00"), "malformed-hello"],
+    ["version 3", padded("{sha256}\x03\x00"), "unsupported-version"],
+    ["mode 7", padded("{sha256}\x02\x07"), "malformed-hello"],
+  ];
+  try {
+    for (const [what, hello, reason] of cases) {
+      const reply = await sendRawHello(port, () => hello);
+      assert.deepEqual([...reply], [REJECTION_STATUS[reason]], what);
+      const rejected = await logger.waitFor("rejected", { reason });
+      assert.ok(rejected, what);
+    }
+    assert.equal(server.stats.authenticated, 0);
+    // The name from the wire is logged escaped, never raw.
+    assert.ok(
+      logger.find("rejected").some((entry) =>
+        String(entry.fields.detail).includes('"sha\\x00256"')
+      ),
+    );
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("truncated hellos are rejected as incomplete-hello, at every kind of cut (§9)", async () => {
+  const { server, logger, port } = await startServer({ throttle: false });
+  try {
+    // 74 bytes in all for SHA-256: cut inside the first 40, just after them, and one byte short.
+    for (const cut of [1, 8, 39, 40, 41, 73]) {
+      const raw = await openRaw(port);
+      await writeAll(raw.conn, (await helloFor(raw.challenge)).subarray(0, cut));
+      await raw.conn.closeWrite();
+      assert.equal((await readToEnd(raw.conn)).length, 0, `no status byte after ${cut} bytes`);
+      raw.conn.close();
+      const rejected = await logger.waitFor("rejected", { remote: raw.remote });
+      assert.equal(rejected.fields.reason, "incomplete-hello", `cut at ${cut}`);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("reflection: the server's own challenge sent back as the client's is refused (§9)", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const reply = await sendRawHello(
+      port,
+      (challenge) => helloFor(challenge, { clientChallenge: challenge }),
+    );
+    assert.deepEqual([...reply], [REJECTION_STATUS["reflected-challenge"]]);
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "reflected-challenge");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("relay: an honest hello recorded in one session fails in another (wrong-proof, §9)", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const sessionA = await openRaw(port);
+    const recorded = await helloFor(sessionA.challenge);
+    // The honest client's hello is taken to another session instead of its own.
+    const reply = await sendRawHello(port, () => recorded);
+    assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
+    // In its own session the same hello is accepted: the proof was valid, only misplaced.
+    await writeAll(sessionA.conn, recorded);
+    const status = await readExactly(sessionA.conn, 1 + 32);
+    assert.equal(status[0], 0);
+    sessionA.conn.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("downgrade: a hello whose mode was rewritten on the way fails its proof (§9)", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const reply = await sendRawHello(port, async (challenge) => {
+      const hello = await helloFor(challenge, { mode: "integrity" });
+      hello[9] = 0x00; // "{sha256}" 02 [mode]: integrity becomes plain
+      return hello;
+    });
+    assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("replay: a whole recorded client session, sent again, is refused at the hello", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    // Record what an honest integrity client sends, through a relay that keeps a copy.
+    const recorded: Uint8Array[] = [];
+    const relay = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const relaying = (async () => {
+      const fromClient = await relay.accept();
+      const toServer = await Deno.connect({ hostname: "127.0.0.1", port });
+      const upstream = (async () => {
+        const buffer = new Uint8Array(65536);
+        for (let n; (n = await fromClient.read(buffer)) !== null;) {
+          recorded.push(buffer.slice(0, n));
+          await writeAll(toServer, buffer.subarray(0, n));
+        }
+        await toServer.closeWrite();
+      })();
+      const buffer = new Uint8Array(65536);
+      for (let n; (n = await toServer.read(buffer)) !== null;) {
+        await writeAll(fromClient, buffer.subarray(0, n));
+      }
+      await upstream;
+      fromClient.close();
+      toServer.close();
+    })();
+    const reply = await exchange({
+      secret: SECRET,
+      port: relay.addr.port,
+      mode: "integrity",
+      message: encoder.encode("transfer 100 to bob"),
+    });
+    assert.equal(decoder.decode(reply), "TRANSFER 100 TO BOB");
+    await relaying;
+    relay.close();
+    await logger.waitFor("closed");
+
+    const echoed = await sendRawHello(port, () => concat(recorded));
+    assert.deepEqual([...echoed], [REJECTION_STATUS["wrong-proof"]], "only a status byte, no echo");
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
+    assert.equal(server.stats.authenticated, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+/** A fake server: sends a challenge, reads a hello, then does whatever `respond` says. */
+async function fakeServer(
+  respond: (conn: Deno.TcpConn, challenge: Uint8Array, hello: Uint8Array) => Promise<void>,
+): Promise<{ port: number; done: Promise<void> }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    const conn = await listener.accept();
+    listener.close();
+    try {
+      const challenge = createChallenge();
+      await writeAll(conn, challenge);
+      const hello = await readExactly(conn, 74); // a SHA-256 hello (§9)
+      await respond(conn, challenge, hello);
+    } finally {
+      conn.close();
+    }
+  })();
+  return { port: listener.addr.port, done };
+}
+
+for (
+  const [what, respond] of [
+    [
+      "a random proof",
+      (conn: Deno.TcpConn) => writeAll(conn, concat([Uint8Array.of(0), createChallenge()])),
+    ],
+    ["no proof at all", (conn: Deno.TcpConn) => writeAll(conn, Uint8Array.of(0))],
+    [
+      "the client's own proof reflected back",
+      (conn: Deno.TcpConn, _: Uint8Array, hello: Uint8Array) =>
+        writeAll(conn, concat([Uint8Array.of(0), hello.subarray(42)])),
+    ],
+    [
+      "a valid proof under another secret",
+      async (conn: Deno.TcpConn, challenge: Uint8Array, hello: Uint8Array) => {
+        const other = await SecretKeys.import(encoder.encode("an impostor's secret"));
+        const proof = await computeProof(
+          other,
+          "sha256",
+          "server",
+          challenge,
+          hello.subarray(0, 42),
+        );
+        await writeAll(conn, concat([Uint8Array.of(0), proof]));
+      },
+    ],
+  ] as const
+) {
+  Deno.test(`the client refuses an impostor server that answers with ${what} (§10)`, async () => {
+    const impostor = await fakeServer(respond);
+    await assert.rejects(
+      connect({ secret: SECRET, port: impostor.port }),
+      (error: unknown) =>
+        error instanceof ServerAuthenticationError &&
+        /could not prove it knows the secret/.test(error.message),
+    );
+    await impostor.done;
+  });
+}
+
+Deno.test("replay against a client: a server's proof from another session does not verify (§10)", async () => {
+  // Record a real server's answer to one hello, then replay it to a new client.
+  const { server, port } = await startServer();
+  let recordedAnswer: Uint8Array;
+  try {
+    const raw = await openRaw(port);
+    await writeAll(raw.conn, await helloFor(raw.challenge));
+    recordedAnswer = await readExactly(raw.conn, 33);
+    raw.conn.close();
+  } finally {
+    await server.close();
+  }
+  const replaying = await fakeServer((conn) => writeAll(conn, recordedAnswer));
+  await assert.rejects(
+    connect({ secret: SECRET, port: replaying.port }),
+    ServerAuthenticationError,
+  );
+  await replaying.done;
+});
+
+Deno.test("a v2 server proves itself with the previous secret to a client still on it (rotation)", async () => {
+  const previous = encoder.encode("the old secret");
+  const { server, logger, port } = await startServer({
+    secret: encoder.encode("the new one"),
+    previousSecret: previous,
+  });
+  try {
+    const reply = await exchange({
+      secret: previous,
+      port,
+      mode: "encrypt",
+      message: encoder.encode("old"),
+    });
+    assert.equal(decoder.decode(reply), "OLD");
+    await logger.waitFor("previous-secret-used");
+    assert.equal(server.stats.authenticatedWithPrevious, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("authenticateClient() reads exactly the hello, and bytes after it are the service's (§9)", async () => {
+  const input: number[] = [];
+  const written: number[] = [];
+  let consumed = 0;
+  let challenge: Uint8Array | undefined;
+  const stream = {
+    async read(buffer: Uint8Array) {
+      if (input.length === 0) {
+        input.push(
+          ...await helloFor(challenge!, { digest: "sha512" }),
+          ...encoder.encode("service"),
+        );
+      }
+      const n = Math.min(buffer.length, 5, input.length - consumed);
+      buffer.set(input.slice(consumed, consumed + n));
+      consumed += n;
+      return n;
+    },
+    write(data: Uint8Array) {
+      written.push(...data);
+      challenge ??= data.slice(0, 32);
+      return Promise.resolve(data.length);
+    },
+  };
+  const outcome = await authenticateClient(stream, { keys });
+  assert.ok(outcome.authenticated && outcome.protocol === 2 && outcome.digest === "sha512");
+  assert.equal(consumed, 8 + 2 + 32 + 64);
+  assert.equal(written.length, 32 + 1 + 64, "challenge, status byte, SHA-512 proof");
+});
+
+Deno.test("readChallenge() and a v2 hello to a server that closes at once are told apart", async () => {
+  // A refusing server (at its cap) closes before the challenge: ChallengeError, as in v1.
+  const { server, port } = await startServer({ maxConnections: 1 });
+  const held = await openRaw(port);
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await assert.rejects(
+      withTimeout(readChallenge(conn), "the refusal"),
+      /closed the connection after 0 of 32/,
+    );
+    conn.close();
+  } finally {
+    held.conn.close();
+    await server.close();
+  }
+});
