@@ -332,9 +332,9 @@ Deno.test("replay: a whole recorded client session, sent again, is refused at th
 });
 
 /** A fake server: sends a challenge, reads a hello, then does whatever `respond` says. */
-async function fakeServer(
+function fakeServer(
   respond: (conn: Deno.TcpConn, challenge: Uint8Array, hello: Uint8Array) => Promise<void>,
-): Promise<{ port: number; done: Promise<void> }> {
+): { port: number; done: Promise<void> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const done = (async () => {
     const conn = await listener.accept();
@@ -380,7 +380,7 @@ for (
   ] as const
 ) {
   Deno.test(`the client refuses an impostor server that answers with ${what} (§10)`, async () => {
-    const impostor = await fakeServer(respond);
+    const impostor = fakeServer(respond);
     await assert.rejects(
       connect({ secret: SECRET, port: impostor.port }),
       (error: unknown) =>
@@ -403,7 +403,7 @@ Deno.test("replay against a client: a server's proof from another session does n
   } finally {
     await server.close();
   }
-  const replaying = await fakeServer((conn) => writeAll(conn, recordedAnswer));
+  const replaying = fakeServer((conn) => writeAll(conn, recordedAnswer));
   await assert.rejects(
     connect({ secret: SECRET, port: replaying.port }),
     ServerAuthenticationError,
