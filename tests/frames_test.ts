@@ -1,0 +1,193 @@
+/**
+ * Protocol v2's frame layer under attack, over real sockets (docs/PROTOCOL.md §11): an attacker
+ * on the path alters, reorders, replays, cuts or inflates valid frames; each closes the
+ * connection with its own logged reason, and the server goes on serving everyone else.
+ */
+
+import assert from "node:assert/strict";
+import { connect, exchange } from "../client.ts";
+import { authenticateClient } from "../handshake.ts";
+import { sendHello } from "../handshake_v2.ts";
+import { FramedConnection, FrameError, type FrameErrorReason, type FrameKeys } from "../frames.ts";
+import { SecretKeys } from "../keys.ts";
+import { concat, writeAll } from "../_io.ts";
+import { decoder, encoder, openRaw, readToEnd, SECRET, startServer } from "./_helpers.ts";
+
+const keys = await SecretKeys.import(SECRET);
+
+/** Seals payloads into frames with `frameKeys`, without sending them: an attacker's raw material. */
+function frameSealer(frameKeys: FrameKeys) {
+  const sealed: Uint8Array[] = [];
+  const framed = new FramedConnection({
+    read: () => Promise.resolve(null),
+    write: (data) => (sealed.push(data.slice()), Promise.resolve(data.length)),
+  }, frameKeys);
+  return {
+    async frame(text: string): Promise<Uint8Array> {
+      await framed.write(encoder.encode(text));
+      return sealed.pop()!;
+    },
+    async end(): Promise<Uint8Array> {
+      await framed.closeWrite();
+      return sealed.pop()!;
+    },
+  };
+}
+
+/** A flipped bit at `index` (negative: from the end). */
+function flipped(frame: Uint8Array, index: number): Uint8Array {
+  const copy = frame.slice();
+  copy[index < 0 ? copy.length + index : index] ^= 0x01;
+  return copy;
+}
+
+type Attack = (frames: {
+  f0: Uint8Array;
+  f1: Uint8Array;
+  end: Uint8Array;
+}) => Uint8Array[];
+
+const ATTACKS: [string, FrameErrorReason, Attack][] = [
+  ["a bit flipped in the payload", "tampered-frame", ({ f0 }) => [flipped(f0, 12)]],
+  ["a bit flipped in the sequence number", "tampered-frame", ({ f0 }) => [flipped(f0, 11)]],
+  ["a bit flipped in the length", "tampered-frame", ({ f0 }) => [flipped(f0, 3)]],
+  ["a bit flipped in the tag", "tampered-frame", ({ f0 }) => [flipped(f0, -1)]],
+  ["two frames swapped", "out-of-order-frame", ({ f0, f1 }) => [f1, f0]],
+  ["a frame skipped", "out-of-order-frame", ({ f1 }) => [f1]],
+  ["a frame sent twice", "replayed-frame", ({ f0 }) => [f0, f0]],
+  ["a frame cut short", "truncated-frame", ({ f0 }) => [f0.subarray(0, f0.length - 5)]],
+  ["a cut at a frame boundary, no end frame", "truncated-stream", ({ f0 }) => [f0]],
+  ["bytes after the end frame", "data-after-end", ({ f0, f1, end }) => [
+    concat([f0, f1, end, encoder.encode("smuggled")]),
+  ]],
+  ["a header announcing 65 537 bytes", "oversized-frame", () => {
+    const header = new Uint8Array(12);
+    new DataView(header.buffer).setUint32(0, 65_537);
+    return [header];
+  }],
+];
+
+/** What the server echoed before the attack's bad frame: only the frames before it. */
+const PASSED: Record<string, string[]> = {
+  "a frame sent twice": ["ABC"],
+  "a cut at a frame boundary, no end frame": ["ABC"],
+  "bytes after the end frame": ["ABC", "DEF"],
+};
+
+for (const mode of ["integrity", "encrypt"] as const) {
+  for (const [what, reason, attack] of ATTACKS) {
+    Deno.test(`${mode} frames: ${what} closes the connection as ${reason} (§11)`, async () => {
+      const { server, logger, port } = await startServer();
+      try {
+        const raw = await openRaw(port);
+        const hello = await sendHello(raw.conn, keys, raw.challenge, { digest: "sha256", mode });
+        assert.equal(hello.outcome, "accepted");
+        const frameKeys = (hello as { session: { frameKeys: FrameKeys } }).session.frameKeys;
+        const seal = frameSealer(frameKeys);
+        const frames = {
+          f0: await seal.frame("abc"),
+          f1: await seal.frame("def"),
+          end: await seal.end(),
+        };
+        await writeAll(raw.conn, concat(attack(frames)));
+        await raw.conn.closeWrite();
+        const reply = await readToEnd(raw.conn);
+        raw.conn.close();
+
+        const rejected = await logger.waitFor("frame-rejected", { remote: raw.remote });
+        assert.equal(rejected.fields.reason, reason);
+        assert.deepEqual(server.stats.frameErrors, { [reason]: 1 });
+        // What came back decodes only to replies to frames that passed, and never ends cleanly.
+        const client = new FramedConnection(
+          { read: readerOf(reply), write: () => Promise.reject(new Error("read-only")) },
+          { mode, send: frameKeys.send, receive: frameKeys.receive },
+        );
+        const received: string[] = [];
+        const buffer = new Uint8Array(64);
+        await assert.rejects(
+          (async () => {
+            for (let n; (n = await client.read(buffer)) !== null;) {
+              received.push(decoder.decode(buffer.subarray(0, n)));
+            }
+          })(),
+          (error: unknown) => error instanceof FrameError && error.reason === "truncated-stream",
+        );
+        assert.deepEqual(received, PASSED[what] ?? []);
+        // Everyone else is still served.
+        const honest = await exchange({
+          secret: SECRET,
+          port,
+          mode,
+          message: encoder.encode("ok"),
+        });
+        assert.equal(decoder.decode(honest), "OK");
+      } finally {
+        await server.close();
+      }
+    });
+  }
+}
+
+/** A read function over fixed bytes. */
+function readerOf(bytes: Uint8Array) {
+  let offset = 0;
+  return (buffer: Uint8Array) => {
+    if (offset >= bytes.length) return Promise.resolve(null);
+    const n = Math.min(buffer.length, bytes.length - offset);
+    buffer.set(bytes.subarray(offset, offset + n));
+    offset += n;
+    return Promise.resolve(n);
+  };
+}
+
+/** A server that authenticates properly, then sends what `send` makes of its frame keys. */
+function tamperingServer(send: (seal: ReturnType<typeof frameSealer>) => Promise<Uint8Array[]>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    const conn = await listener.accept();
+    listener.close();
+    try {
+      const outcome = await authenticateClient(conn, { keys });
+      assert.ok(outcome.authenticated && outcome.protocol === 2 && outcome.frameKeys);
+      await writeAll(conn, concat(await send(frameSealer(outcome.frameKeys))));
+    } finally {
+      conn.close();
+    }
+  })();
+  return { port: listener.addr.port, done };
+}
+
+Deno.test("the client refuses a tampered frame from the server, after the good ones (§11)", async () => {
+  const server = tamperingServer(async (
+    seal,
+  ) => [await seal.frame("GOOD"), flipped(await seal.frame("EVIL"), 13)]);
+  const client = await connect({ secret: SECRET, port: server.port, mode: "integrity" });
+  try {
+    const buffer = new Uint8Array(64);
+    const n = await client.read(buffer);
+    assert.equal(decoder.decode(buffer.subarray(0, n!)), "GOOD");
+    await assert.rejects(
+      client.read(buffer),
+      (error: unknown) =>
+        error instanceof FrameError && error.reason === "tampered-frame" &&
+        /may have been altered/.test(error.message),
+    );
+  } finally {
+    client.close();
+    await server.done;
+  }
+});
+
+Deno.test("the client treats a reply cut before the server's end frame as an error, not an end (§11)", async () => {
+  const server = tamperingServer(async (seal) => [await seal.frame("PARTIAL")]);
+  await assert.rejects(
+    exchange({
+      secret: SECRET,
+      port: server.port,
+      mode: "encrypt",
+      message: encoder.encode("partial"),
+    }),
+    (error: unknown) => error instanceof FrameError && error.reason === "truncated-stream",
+  );
+  await server.done;
+});
