@@ -167,6 +167,17 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
     [["--port"], /--port/],
     [["--port", "0"], /--port must be 1-65535 for connect/],
     [["stray"], /Unexpected argument 'stray'/],
+    [["--protocol", "3"], /--protocol must be 1 or 2, got "3"/],
+    [
+      ["--protocol", "1", "--integrity"],
+      /protocol 1 has no frames: --integrity and --encrypt need --protocol 2/,
+    ],
+    [["--protocol", "1", "--digest", "sha256"], /protocol 1 answers with hmac-sha1 or sha1-prefix/],
+    [
+      ["--digest", "md5"],
+      /--digest for protocol 2 must be one of sha1,sha256,sha384,sha512, got "md5"/,
+    ],
+    [["--digest", "sha1-prefix"], /sha1-prefix is a protocol 1 answer: add --protocol 1/],
   ];
   for (const [args, message] of usageErrors) {
     await t.step(`connect ${args.join(" ")}`, async () => {
@@ -181,6 +192,16 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
     [["--handshake-timeout", "-1"], /argument is ambiguous.* use '--handshake-timeout=-XYZ'/],
     [["--max-connections", "0"], /--max-connections must be a positive whole number, got "0"/],
     [["--max-connections", "2.5"], /--max-connections must be a positive whole number/],
+    [
+      ["--digests", "sha256,md5"],
+      /--digests: unknown digest "md5"; choose from sha1,sha256,sha384,sha512/,
+    ],
+    [["--digests", ","], /--digests needs at least one digest/],
+    [
+      ["--digest", "sha256"],
+      /serve --digest takes only sha1-prefix .* choose v2 digests with --digests/,
+    ],
+    [["--digest", "sha1-prefix", "--integrity"], /--digest sha1-prefix accepts v1 answers, which/],
   ];
   for (const [args, message] of serveErrors) {
     await t.step(`serve ${args.join(" ")}`, async () => {
@@ -424,6 +445,106 @@ Deno.test("serve --previous-secret-file keeps clients of the old secret working"
       HMAC_ECHO_SECRET: "some other secret",
     });
     assert.equal(wrong.code, 1);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker clients are told why", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "framed secret" });
+  const server = startServe(
+    ["--port", "0", "--integrity", "--digests", "sha256,sha512"],
+    fresh.env,
+  );
+  try {
+    const port = await server.port();
+    assert.match(
+      await server.waitForLine(/ listening /),
+      / protocols=2 require=integrity digests=sha256,sha512 /,
+    );
+    for (const flags of [["--integrity"], ["--encrypt", "--digest", "sha512"]]) {
+      const result = await runConnect(
+        ["--port", String(port), ...flags, "--message", "framed"],
+        fresh.env,
+      );
+      assert.deepEqual(result, { code: 0, stdout: "FRAMED\n", stderr: "" }, flags.join(" "));
+    }
+    const plain = await runConnect(["--port", String(port), "--message", "x"], fresh.env);
+    assert.equal(plain.code, 1);
+    assert.equal(
+      plain.stderr,
+      `hmac-echo: 127.0.0.1:${port} requires frames this client did not ask for (mode-refused): ` +
+        "add --integrity or --encrypt\n",
+    );
+    const sha1 = await runConnect([
+      "--port",
+      String(port),
+      "--integrity",
+      "--digest",
+      "sha1",
+      "--message",
+      "x",
+    ], fresh.env);
+    assert.equal(sha1.code, 1);
+    assert.match(
+      sha1.stderr,
+      /does not accept this digest \(unsupported-digest\): choose another with --digest/,
+    );
+    const v1 = await runConnect(
+      ["--port", String(port), "--protocol", "1", "--message", "x"],
+      fresh.env,
+    );
+    assert.equal(v1.code, 1);
+    assert.match(v1.stderr, /authentication rejected by 127\.0\.0\.1:\d+: check the secret/);
+    await server.waitForLine(/ rejected .*reason=v1-refused/);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("serve --digest sha1-prefix warns, and accepts the tutorial's answer from connect --protocol 1", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "legacy secret" });
+  const server = startServe(["--port", "0", "--digest", "sha1-prefix"], fresh.env);
+  try {
+    const port = await server.port();
+    await server.waitForLine(/ warn legacy-digest-enabled /);
+    const legacy = await runConnect(
+      ["--port", String(port), "--protocol", "1", "--digest", "sha1-prefix", "--message", "old"],
+      fresh.env,
+    );
+    assert.equal(legacy.code, 0, legacy.stderr);
+    assert.equal(legacy.stdout, "OLD\n");
+    assert.match(
+      legacy.stderr,
+      /warning: --digest sha1-prefix sends the tutorial's sha1\(secret \+ challenge\)/,
+    );
+    await server.waitForLine(/ warn legacy-digest-used /);
+    await server.waitForLine(/ authenticated .*protocol=1 digest=sha1-prefix/);
+    // HMAC clients, v1 and v2, are served as before.
+    for (const flags of [["--protocol", "1"], []]) {
+      const result = await runConnect(
+        ["--port", String(port), ...flags, "--message", "new"],
+        fresh.env,
+      );
+      assert.deepEqual(result, { code: 0, stdout: "NEW\n", stderr: "" }, flags.join(" "));
+    }
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("without --digest sha1-prefix the tutorial's answer is rejected as a wrong digest", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "legacy secret" });
+  const server = startServe(["--port", "0"], fresh.env);
+  try {
+    const port = await server.port();
+    const legacy = await runConnect(
+      ["--port", String(port), "--protocol", "1", "--digest", "sha1-prefix", "--message", "old"],
+      fresh.env,
+    );
+    assert.equal(legacy.code, 1);
+    assert.match(legacy.stderr, /authentication rejected/);
+    await server.waitForLine(/ rejected .*reason=wrong-digest/);
   } finally {
     assert.equal((await server.stop()).code, 0);
   }
