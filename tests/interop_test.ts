@@ -115,3 +115,123 @@ Deno.test("a v2 client does not fall back to v1 against a Python v1 server (PROT
     assert.equal(status.code, 3, "the Python server saw one answer, a v2 hello, and rejected it");
   }
 });
+
+Deno.test("a Python client answering as the tutorial did gets in only with legacyDigest (§3.1)", async () => {
+  for (const legacyDigest of [true, false]) {
+    const { server, logger, port } = await startServer({ legacyDigest });
+    try {
+      const child = python(
+        "v1_client.py",
+        ["--legacy", "127.0.0.1", String(port), MESSAGE],
+        SECRET_TEXT,
+      );
+      const { code, stdout } = await child.output();
+      if (legacyDigest) {
+        assert.equal(code, 0);
+        assert.equal(decoder.decode(stdout), MESSAGE.toUpperCase());
+        await logger.waitFor("legacy-digest-used");
+        assert.equal(server.stats.authenticatedLegacy, 1);
+      } else {
+        assert.equal(code, 1);
+        assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-digest");
+      }
+    } finally {
+      await server.close();
+    }
+  }
+});
+
+for (
+  const [digest, mode] of [["sha1", "integrity"], ["sha256", "integrity"], ["sha384", "plain"], [
+    "sha512",
+    "integrity",
+  ]]
+) {
+  Deno.test(`a Python v2 client (${digest}, ${mode}) verifies the server and gets its echo (§8-§11)`, async () => {
+    const { server, logger, port } = await startServer();
+    try {
+      // Over 64 KiB, so the reply spans several frames.
+      const message = MESSAGE + " ß".repeat(40_000);
+      const child = python(
+        "v2_client.py",
+        ["127.0.0.1", String(port), message, digest, mode],
+        SECRET_TEXT,
+      );
+      const { code, stdout, stderr } = await child.output();
+      assert.equal(code, 0, decoder.decode(stderr));
+      assert.equal(decoder.decode(stdout), message.toUpperCase());
+      const authenticated = await logger.waitFor("authenticated");
+      assert.deepEqual([authenticated.fields.digest, authenticated.fields.mode], [digest, mode]);
+    } finally {
+      await server.close();
+    }
+  });
+}
+
+Deno.test("a Python v2 client hears the server's reasons: wrong-proof, mode-refused", async () => {
+  const { server, port } = await startServer({ require: "integrity", throttle: false });
+  try {
+    for (
+      const [secret, mode, reason] of [
+        ["not the secret", "integrity", "wrong-proof"],
+        [SECRET_TEXT, "plain", "mode-refused"],
+      ]
+    ) {
+      const child = python(
+        "v2_client.py",
+        ["127.0.0.1", String(port), "x", "sha256", mode],
+        secret,
+      );
+      const { code, stderr } = await child.output();
+      assert.equal(code, 1);
+      assert.equal(decoder.decode(stderr), `rejected: ${reason}\n`);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+function nodeClient(args: string[], secret: string): Deno.ChildProcess {
+  return new Deno.Command("node", {
+    args: [PEERS + "v2_client.mjs", ...args],
+    env: { HMAC_ECHO_SECRET: secret },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+for (
+  const [digest, mode] of [["sha256", "encrypt"], ["sha512", "encrypt"], ["sha384", "integrity"]]
+) {
+  Deno.test(`a Node.js client (${digest}, ${mode}) speaks v2 with the server, written from PROTOCOL.md`, async () => {
+    const { server, logger, port } = await startServer({
+      require: mode === "encrypt" ? "encrypt" : "integrity",
+    });
+    try {
+      // Over 64 KiB, and under the 128 KiB a single argument may have.
+      const message = MESSAGE + " ﬁ".repeat(25_000);
+      const child = nodeClient(["127.0.0.1", String(port), message, digest, mode], SECRET_TEXT);
+      const { code, stdout, stderr } = await child.output();
+      assert.equal(code, 0, decoder.decode(stderr));
+      assert.equal(decoder.decode(stdout), message.toUpperCase());
+      const authenticated = await logger.waitFor("authenticated");
+      assert.deepEqual([authenticated.fields.digest, authenticated.fields.mode], [digest, mode]);
+    } finally {
+      await server.close();
+    }
+  });
+}
+
+Deno.test("a Node.js client with the wrong secret is rejected with wrong-proof", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const { code, stderr } = await nodeClient(["127.0.0.1", String(port), "x"], "not the secret")
+      .output();
+    assert.equal(code, 1);
+    assert.equal(decoder.decode(stderr), "rejected: wrong-proof\n");
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
+  } finally {
+    await server.close();
+  }
+});
