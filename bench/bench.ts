@@ -34,6 +34,8 @@ interface ServerSpec {
   name: string;
   /** Speaks the handshake; false for the plain echo the generator drives with --no-auth. */
   auth: boolean;
+  /** For the protocol-cost metrics: the variant bench/v2_loadgen.mjs speaks (v1, v2-…). */
+  variant?: string;
   command: (port: number) => string[];
 }
 
@@ -114,6 +116,27 @@ const WORKER_METRICS: Metric[] = [
     id: "workers-sessions-c100",
     title: "Unpinned: sessions/s, concurrency 100",
     unit: "sessions/s",
+    higherIsBetter: true,
+  },
+];
+
+/** hmac-echo spoken to in each protocol variant, by the Node.js generator, for v2's cost. */
+const PROTOCOL_VARIANTS = ["v1", "v2-plain", "v2-integrity", "v2-encrypt"];
+function variantSpec(variant: string): ServerSpec {
+  const base = SERVERS.find((spec) => spec.name === "hmac-echo")!;
+  return { ...base, name: `hmac-echo ${variant}`, variant };
+}
+const PROTOCOL_METRICS: Metric[] = [
+  {
+    id: "protocol-sessions-c10",
+    title: "By protocol: sessions/s, concurrency 10 (Node.js generator)",
+    unit: "sessions/s",
+    higherIsBetter: true,
+  },
+  {
+    id: "protocol-bulk",
+    title: "By protocol: bulk echo MB/s, 64 KiB writes (Node.js generator)",
+    unit: "MB/s",
     higherIsBetter: true,
   },
 ];
@@ -292,6 +315,35 @@ async function load(spec: ServerSpec, server: Running, args: string[]): Promise<
   };
 }
 
+/** Runs bench/v2_loadgen.mjs (Node.js) against `server` in `spec.variant`, like {@linkcode load}. */
+async function loadNode(spec: ServerSpec, server: Running, args: string[]): Promise<LoadResult> {
+  const [command, ...rest] = pinned(1, [
+    "node",
+    `${ROOT}bench/v2_loadgen.mjs`,
+    ...args,
+    "--variant",
+    spec.variant!,
+    "--port",
+    String(server.port),
+    "--secret",
+    SECRET,
+  ]);
+  const started = performance.now();
+  const serverBefore = cpuTicks(server.pid);
+  const output = await new Deno.Command(command, { args: rest, stdout: "piped", stderr: "piped" })
+    .output();
+  const seconds = (performance.now() - started) / 1000;
+  const text = new TextDecoder().decode(output.stdout).trim();
+  if (!text.startsWith("{")) {
+    throw new Error(
+      `v2_loadgen failed (${output.code}): ${new TextDecoder().decode(output.stderr)}`,
+    );
+  }
+  const result = JSON.parse(text);
+  if (result.verifyFailures > 0) throw new Error(`${spec.name}: echo verification failed: ${text}`);
+  return { ...result, serverCpu: (cpuTicks(server.pid) - serverBefore) / 100 / seconds };
+}
+
 /** `hold` mode: opens N authenticated connections, reports, and holds them until told to stop. */
 async function hold(
   spec: ServerSpec,
@@ -345,6 +397,15 @@ async function measure(
   try {
     const duration = ["--duration", String(SECONDS)];
     switch (metric.id.replace(/^workers-/, "")) {
+      case "protocol-sessions-c10":
+      case "protocol-bulk": {
+        const args = metric.id === "protocol-bulk" ? ["bulk"] : ["sessions", "--concurrency", "10"];
+        const r = await loadNode(spec, server, [...args, ...duration]);
+        return {
+          value: metric.id === "protocol-bulk" ? r.mbPerSecond! : r.perSecond!,
+          extra: { serverCpu: r.serverCpu, generatorCpu: r.generatorCpu, errors: r.errors },
+        };
+      }
       case "sessions-c1":
       case "sessions-c10":
       case "sessions-c100": {
@@ -481,6 +542,13 @@ for (const metric of metrics) {
   for (const spec of SERVERS) await runMetric(metric, spec);
 }
 
+if (SERVERS.some((spec) => spec.name === "hmac-echo")) {
+  for (const metric of PROTOCOL_METRICS) {
+    for (const variant of PROTOCOL_VARIANTS) await runMetric(metric, variantSpec(variant));
+  }
+  metrics.push(...PROTOCOL_METRICS);
+}
+
 if (!quick && SERVERS.some((spec) => spec.name === "hmac-echo")) {
   pinningOff = true;
   for (const metric of WORKER_METRICS) {
@@ -513,6 +581,12 @@ ratios["workers-rtt-1000 2 workers / 1"] = get("workers-rtt-1000", "hmac-echo, 2
 ratios["workers-sessions-c100 2 workers / 1"] =
   get("workers-sessions-c100", "hmac-echo, 2 workers") /
   get("workers-sessions-c100", "hmac-echo, 1 worker");
+for (const metric of ["protocol-sessions-c10", "protocol-bulk"]) {
+  for (const variant of PROTOCOL_VARIANTS.slice(1)) {
+    ratios[`${metric} ${variant} / v1`] = get(metric, `hmac-echo ${variant}`) /
+      get(metric, "hmac-echo v1");
+  }
+}
 console.log("\nratios (same run):");
 for (const [name, ratio] of Object.entries(ratios)) {
   if (!Number.isNaN(ratio)) console.log(`  ${name.padEnd(42)} ${ratio.toFixed(2)}×`);
