@@ -136,7 +136,7 @@ export class FramedConnection implements ByteStream {
       const sealed = await crypto.subtle.encrypt(
         { name: "AES-GCM", iv: nonce(this.#sendSeq), additionalData: header },
         this.#keys.send,
-        new Uint8Array(payload),
+        payload as Uint8Array<ArrayBuffer>, // WebCrypto copies its input: no copy of our own
       );
       frame.set(new Uint8Array(sealed), HEADER_LENGTH);
     }
@@ -168,7 +168,8 @@ export class FramedConnection implements ByteStream {
         frame.subarray(0, HEADER_LENGTH + n),
       );
       if (!valid) throw new FrameError("tampered-frame", `frame ${seq}'s MAC does not verify`);
-      payload = frame.slice(HEADER_LENGTH, HEADER_LENGTH + n);
+      // A view, not a copy: read() hands it out in full before the next #fill may move the inbox.
+      payload = frame.subarray(HEADER_LENGTH, HEADER_LENGTH + n);
     } else {
       try {
         payload = new Uint8Array(
