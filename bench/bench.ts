@@ -18,6 +18,8 @@ const { values: flags } = parseArgs({
     quick: { type: "boolean" },
     only: { type: "string" },
     workers: { type: "boolean" },
+    /** Only the cost of v2 against v1 (hmac-echo alone), into results/protocol.json. */
+    "protocol-only": { type: "boolean" },
   },
 });
 const quick = flags.quick ?? false;
@@ -511,7 +513,12 @@ function machine(): Record<string, string | number> {
 
 await build();
 const info = machine();
-const metrics = METRICS.filter((metric) => !quick || QUICK_METRICS.has(metric.id));
+const protocolOnly = flags["protocol-only"] ?? false;
+const metrics = METRICS.filter((metric) =>
+  !protocolOnly && (!quick || QUICK_METRICS.has(metric.id))
+);
+/** Which results files this run writes: quick, protocol-only, or the full run's latest. */
+const kind = quick ? "quick" : protocolOnly ? "protocol" : "full";
 console.log(
   `hmac-echo benchmark (${quick ? "quick" : "full"}): ${REPEATS} run(s) of ${SECONDS} s each`,
 );
@@ -549,7 +556,7 @@ if (SERVERS.some((spec) => spec.name === "hmac-echo")) {
   metrics.push(...PROTOCOL_METRICS);
 }
 
-if (!quick && SERVERS.some((spec) => spec.name === "hmac-echo")) {
+if (!quick && !protocolOnly && SERVERS.some((spec) => spec.name === "hmac-echo")) {
   pinningOff = true;
   for (const metric of WORKER_METRICS) {
     for (const spec of [workersSpec(1), workersSpec(2)]) await runMetric(metric, spec);
@@ -587,23 +594,35 @@ for (const metric of ["protocol-sessions-c10", "protocol-bulk"]) {
       get(metric, "hmac-echo v1");
   }
 }
+// The Node.js generator is near a full core in the session runs: the server's CPU per session
+// (and per MB) is the cost measure that does not depend on which side was the bottleneck.
+const serverCpuPer = (metric: string, server: string) => {
+  const runs = results.find((r) => r.metric === metric && r.server === server)?.runs ?? [];
+  return median(runs.map((run) => run.extra.serverCpu / run.value));
+};
+for (const metric of ["protocol-sessions-c10", "protocol-bulk"]) {
+  for (const variant of PROTOCOL_VARIANTS.slice(1)) {
+    ratios[`${metric} server CPU per unit, ${variant} / v1`] =
+      serverCpuPer(metric, `hmac-echo ${variant}`) / serverCpuPer(metric, "hmac-echo v1");
+  }
+}
 console.log("\nratios (same run):");
 for (const [name, ratio] of Object.entries(ratios)) {
-  if (!Number.isNaN(ratio)) console.log(`  ${name.padEnd(42)} ${ratio.toFixed(2)}×`);
+  if (!Number.isNaN(ratio)) console.log(`  ${name.padEnd(60)} ${ratio.toFixed(2)}×`);
 }
 
 await Deno.mkdir(RESULTS, { recursive: true });
 const report = { machine: info, quick, repeats: REPEATS, secondsPerRun: SECONDS, results, ratios };
 const stamp = info.date.toString().replace(/[:.]/g, "-");
 await Deno.writeTextFile(
-  `${RESULTS}/${quick ? "quick" : "full"}-${stamp}.json`,
+  `${RESULTS}/${kind}-${stamp}.json`,
   JSON.stringify(report, null, 2),
 );
 await Deno.writeTextFile(
-  `${RESULTS}/${quick ? "quick" : "latest"}.json`,
+  `${RESULTS}/${kind === "full" ? "latest" : kind}.json`,
   JSON.stringify(report, null, 2),
 );
 const charts = await drawCharts(RESULTS, metrics, results, quick ? "quick-" : "");
-console.log(`\nwrote ${RESULTS}/${quick ? "quick" : "latest"}.json and ${charts} charts`);
+console.log(`\nwrote ${RESULTS}/${kind === "full" ? "latest" : kind}.json and ${charts} charts`);
 const failures = results.flatMap((r) => r.runs).filter((run) => (run.extra.errors ?? 0) > 0).length;
 console.log(`bench: ${results.length} measured, ${failures} with generator errors`);
