@@ -428,7 +428,7 @@ async function runServe(args: string[]): Promise<number> {
   draining = true; // /healthz says 503 from now on, so a balancer stops sending new clients
   const stats = await running.close(DEFAULT_GRACE_PERIOD_MS);
   await metrics?.shutdown();
-  const { accepted, authenticated, refused, rejected, throttled, idleClosed } = stats;
+  const { accepted, authenticated, refused, rejected, throttled, idleClosed, frameErrors } = stats;
   logger.log("notice", "stopped", {
     accepted,
     authenticated,
@@ -436,8 +436,10 @@ async function runServe(args: string[]): Promise<number> {
     refused: sum(refused),
     throttled,
     idleClosed,
+    frameErrors: sum(frameErrors),
     ...prefixed("rejected-", rejected),
     ...prefixed("refused-", refused),
+    ...prefixed("frame-", frameErrors),
   });
   logger.flush();
   return EXIT_OK;

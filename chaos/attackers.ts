@@ -4,10 +4,12 @@
  */
 
 import net from "node:net";
-import { concat } from "../_io.ts";
-import { computeAnswer } from "../handshake.ts";
+import { concat, writeAll } from "../_io.ts";
+import { computeAnswer, readChallenge } from "../handshake.ts";
+import { computeProof, encodeHelloHead, type FrameMode, sendHello } from "../handshake_v2.ts";
+import { FramedConnection } from "../frames.ts";
 import { exchange } from "../client.ts";
-import type { SecretKeys } from "../keys.ts";
+import { createChallenge, SecretKeys } from "../keys.ts";
 
 /** What one kind of client did, as the client saw it. */
 export interface Tally {
@@ -22,6 +24,8 @@ export interface Tally {
   refused: number;
   /** For honest clients: sessions whose echo was wrong or that failed. Must stay 0. */
   failures: number;
+  /** Authenticated v2 connections the server closed for a bad frame. */
+  frameErrors: number;
   notes: string[];
 }
 
@@ -33,6 +37,7 @@ export function newTally(name: string): Tally {
     rejected: 0,
     refused: 0,
     failures: 0,
+    frameErrors: 0,
     notes: [],
   };
 }
@@ -148,10 +153,15 @@ async function openChallenged(
   return { socket, challenge };
 }
 
-/** Waits for the server to close a connection it has rejected, and counts it. */
+/**
+ * Waits for the server to close a connection it has rejected, and counts it. A rejection is the
+ * challenge and nothing more (v1), or one non-zero status byte after it, for an answer that began
+ * like a v2 hello (docs/PROTOCOL.md §10); "accepted" would be status 0 and a proof.
+ */
 async function expectRejection(socket: RawSocket, tally: Tally): Promise<void> {
   await socket.closed;
-  if (socket.received > 32) {
+  const status = socket.received === 33 ? (await socket.readExactly(1))?.[0] : undefined;
+  if (socket.received > 32 && !(status !== undefined && status !== 0)) {
     tally.authenticated++;
     tally.notes.push("a hostile answer was accepted!");
   } else {
@@ -170,11 +180,20 @@ function sleep(ms: number, until: Promise<unknown>): Promise<void> {
   });
 }
 
+/** What honest workers speak, in turn: every protocol and mode is served under attack. */
+const HONEST_VARIANTS = [
+  { protocol: 1 },
+  { protocol: 2, mode: "plain" },
+  { protocol: 2, mode: "integrity", digest: "sha512" },
+  { protocol: 2, mode: "encrypt" },
+] as const;
+
 /** Honest clients in a loop from 127.0.0.1, each echo checked byte for byte. */
 export async function honest(target: Target, workers: number): Promise<Tally> {
   const tally = newTally("honest clients");
   const alphabet = ["a", "b", "z", " ", "ß", "é", "€", "😀", "ﬁ", "\n", "Q", "7"];
-  await Promise.all(Array.from({ length: workers }, async () => {
+  await Promise.all(Array.from({ length: workers }, async (_, worker) => {
+    const variant = HONEST_VARIANTS[worker % HONEST_VARIANTS.length];
     while (!target.stop.aborted) {
       let text = "";
       const length = 1 + Math.floor(Math.random() * 2_000);
@@ -187,6 +206,7 @@ export async function honest(target: Target, workers: number): Promise<Tally> {
           secret: target.key,
           port: target.port,
           message: encoder.encode(text),
+          ...variant,
         });
         const expected = encoder.encode(text.toUpperCase());
         if (reply.length !== expected.length || reply.some((byte, i) => byte !== expected[i])) {
@@ -260,20 +280,63 @@ export async function oversized(target: Target, from: string, count: number): Pr
 }
 
 /** Wrong digests in bulk from one address: the throttle should turn it away. */
+/** Well-formed answers and v2 hellos under a wrong secret, alternately: guesses, in bulk. */
 export async function wrongDigests(target: Target, from: string, count: number): Promise<Tally> {
-  const tally = newTally("wrong digests in bulk");
-  const wrongKey = await crypto.subtle.importKey(
-    "raw",
-    encoder.encode("a wrong guess"),
-    { name: "HMAC", hash: "SHA-1" },
-    false,
-    ["sign"],
-  );
+  const tally = newTally("wrong digests and proofs in bulk");
+  const wrongKeys = await SecretKeys.import(encoder.encode("a wrong guess"));
   for (let i = 0; i < count && !target.stop.aborted; i++) {
     const opened = await openChallenged(target, from, tally);
     if (!opened) continue;
-    await opened.socket.write(await computeAnswer(wrongKey, opened.challenge));
+    if (i % 2 === 0) {
+      await opened.socket.write(await computeAnswer(wrongKeys.hmac("sha1"), opened.challenge));
+    } else {
+      const head = encodeHelloHead("sha256", "integrity", createChallenge());
+      const proof = await computeProof(wrongKeys, "sha256", "client", opened.challenge, head);
+      await opened.socket.write(concat([head, proof]));
+    }
     await expectRejection(opened.socket, tally);
+  }
+  return tally;
+}
+
+/**
+ * An attacker on the path of authenticated v2 sessions: each session's first frame arrives with
+ * one bit flipped. The server must close it without echoing a byte (docs/PROTOCOL.md §11).
+ */
+export async function tamperedFrames(target: Target, count: number): Promise<Tally> {
+  const tally = newTally("v2 frames tampered on the way");
+  for (let i = 0; i < count && !target.stop.aborted; i++) {
+    const mode: FrameMode = i % 2 === 0 ? "integrity" : "encrypt";
+    tally.connections++;
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: target.port });
+    try {
+      const challenge = await readChallenge(conn);
+      const hello = await sendHello(conn, target.key, challenge, { digest: "sha256", mode });
+      if (hello.outcome !== "accepted") {
+        tally.failures++;
+        tally.notes.push(`an honest hello was not accepted: ${hello.outcome}`);
+        continue;
+      }
+      tally.authenticated++;
+      const sealed: Uint8Array[] = [];
+      const sealer = new FramedConnection({
+        read: () => Promise.resolve(null),
+        write: (data) => (sealed.push(data.slice()), Promise.resolve(data.length)),
+      }, hello.session.frameKeys!);
+      await sealer.write(encoder.encode("pay 10 to alice"));
+      const frame = sealed[0];
+      frame[frame.length - 20] ^= 0x04; // in the payload's tag
+      await writeAll(conn, frame);
+      const reply = new Uint8Array(64);
+      if (await conn.read(reply) === null) tally.frameErrors++;
+      else tally.notes.push("a tampered frame was echoed: accepted!");
+    } catch (error) {
+      // A reset after the server's close is the expected end too.
+      if (error instanceof Deno.errors.ConnectionReset) tally.frameErrors++;
+      else throw error;
+    } finally {
+      conn.close();
+    }
   }
   return tally;
 }

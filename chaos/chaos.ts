@@ -30,6 +30,7 @@ const config = quick
     halfOpen: 10,
     neverReadsBytes: 64 * 1024 * 1024,
     descriptorFlood: 1_500,
+    tamperedFrames: 20,
     honestWorkers: 8,
   }
   : {
@@ -44,6 +45,7 @@ const config = quick
     halfOpen: 100,
     neverReadsBytes: 1024 * 1024 * 1024,
     descriptorFlood: 1_500,
+    tamperedFrames: 200,
     honestWorkers: 8,
   };
 const FD_LIMIT = 1_024;
@@ -187,6 +189,7 @@ for (let round = 1; round <= rounds; round++) {
     attack.halfOpen(target, `127.0.${round}.15`, config.halfOpen),
     attack.neverReads(target, `127.0.${round}.16`, config.neverReadsBytes),
     attack.descriptorFlood(target, `127.0.${round}.17`, config.descriptorFlood),
+    attack.tamperedFrames(target, config.tamperedFrames),
   ]);
   stop.abort();
   tallies.push(await honestRun, ...attackers);
@@ -195,7 +198,9 @@ for (let round = 1; round <= rounds; round++) {
   attackSeconds += (performance.now() - started) / 1000;
   await settle(() => serverExited || descriptors() <= baseline.fds + 2, 15_000);
   if (!serverExited) rssAfterRound.push(memoryKiB("VmRSS"));
-  if (rounds > 1) { for (const tally of tallies.slice(-10)) tally.name += ` (round ${round})`; }
+  if (rounds > 1) {
+    for (const tally of tallies.slice(-(attackers.length + 1))) tally.name += ` (round ${round})`;
+  }
 }
 
 // --- after: the server must come back to where it was ------------------------------------------
@@ -221,7 +226,9 @@ console.log(
     attackSeconds.toFixed(1)
   } s of attack, server fd limit ${FD_LIMIT}\n`,
 );
-console.log(`${"client".padEnd(50)}  conns  authed  rejected  refused  failures`);
+console.log(
+  `${"client".padEnd(50)}  conns  authed  rejected  refused  failures  bad frames`,
+);
 for (const tally of tallies) {
   console.log(
     `${tally.name.padEnd(50)} ${String(tally.connections).padStart(6)} ${
@@ -229,7 +236,7 @@ for (const tally of tallies) {
     } ` +
       `${String(tally.rejected).padStart(9)} ${String(tally.refused).padStart(8)} ${
         String(tally.failures).padStart(9)
-      }`,
+      } ${String(tally.frameErrors).padStart(11)}`,
   );
   for (const note of tally.notes.slice(0, 3)) console.log(`    ${note}`);
 }
@@ -243,6 +250,7 @@ console.log(
       refused: stopped.refused,
       throttled: stopped.throttled,
       idleClosed: stopped.idleClosed,
+      frameErrors: stopped.frameErrors,
     })
   }`,
 );
@@ -278,6 +286,7 @@ const checks: [string, boolean][] = [
   ["authenticated: server and clients agree", stopped.authenticated === total("authenticated")],
   ["rejected: server and clients agree", stopped.rejected === total("rejected")],
   ["refused: server and clients agree", stopped.refused === total("refused")],
+  ["frames refused: server and clients agree", stopped.frameErrors === total("frameErrors")],
   [
     "no hostile client got through",
     attackers.every((t) => !t.notes.some((n) => n.includes("accepted!"))),
