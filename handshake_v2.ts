@@ -153,7 +153,7 @@ export async function deriveFrameKeys(
 }
 
 /** How strong a mode is, for comparing it with what a server requires. */
-export function modeStrength(mode: FrameMode): number {
+function modeStrength(mode: FrameMode): number {
   return MODES.indexOf(mode);
 }
 
