@@ -64,18 +64,41 @@ Deno.test("serve --metrics-port sums the workers, and /healthz drains on SIGTERM
   const main = new URL("../main.ts", import.meta.url).pathname;
   const server = ServerProcess.start(
     Deno.execPath(),
-    ["run", "-A", main, "serve", "--port", "0", "--workers", "2", "--metrics-port", "0"],
+    [
+      "run",
+      "-A",
+      main,
+      "serve",
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--metrics-port",
+      "0",
+      "--digest",
+      "sha1-prefix", // each worker must get the option, and the counts are summed
+    ],
     { env: fresh.env },
   );
   let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
   try {
     const port = await server.port();
     const metricsAt = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    const variants = [
+      { protocol: 1, legacyDigest: true },
+      { protocol: 1 },
+      { protocol: 2, mode: "integrity" },
+      { protocol: 2, mode: "encrypt" },
+      { protocol: 2 },
+    ] as const;
     for (let i = 0; i < 10; i++) {
-      await exchange({ secret: SECRET, port, message: encoder.encode("m") });
+      const variant = variants[i % variants.length];
+      await exchange({ secret: SECRET, port, message: encoder.encode("m"), ...variant });
     }
     const samples = parse((await get(`http://${metricsAt}/metrics`)).body);
     assert.equal(samples.get("hmac_echo_authenticated_total"), 10, "both workers' counts added");
+    assert.equal(samples.get("hmac_echo_authenticated_v2_total"), 6);
+    assert.equal(samples.get("hmac_echo_authenticated_legacy_total"), 2);
     assert.equal(samples.get("hmac_echo_handshake_duration_seconds_count"), 10);
     assert.deepEqual(await get(`http://${metricsAt}/healthz`), { status: 200, body: "ok\n" });
 
