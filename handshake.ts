@@ -242,7 +242,8 @@ export async function authenticateClient(
     }
     return verifyHello(stream, challenge, answer, policy);
   }
-  if (policy.require !== undefined) {
+  // Only a well-formed v1 answer is "v1": a hang-up or garbage gets the reason it would anyway.
+  if (policy.require !== undefined && decodeAnswer(answer.subarray(0, received)) !== null) {
     return {
       authenticated: false,
       reason: "v1-refused",

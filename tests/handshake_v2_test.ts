@@ -120,6 +120,20 @@ Deno.test("a server requiring v2 refuses a v1 answer (v1-refused, §8)", async (
       HandshakeRejectedError,
     );
     assert.equal((await logger.waitFor("rejected")).fields.reason, "v1-refused");
+    // A hang-up or garbage is not a v1 client: it keeps the reason v1 gives it (§3).
+    for (
+      const [bytes, reason] of [["", "incomplete-answer"], ["z".repeat(40), "malformed-answer"]]
+    ) {
+      const raw = await openRaw(port);
+      await writeAll(raw.conn, encoder.encode(bytes));
+      await raw.conn.closeWrite();
+      assert.equal((await readToEnd(raw.conn)).length, 0);
+      raw.conn.close();
+      assert.equal(
+        (await logger.waitFor("rejected", { remote: raw.remote })).fields.reason,
+        reason,
+      );
+    }
     assert.equal(
       decoder.decode(await exchange({ secret: SECRET, port, message: encoder.encode("ok") })),
       "OK",
