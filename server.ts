@@ -12,6 +12,7 @@ import {
   ANSWER_LENGTH,
   authenticateClient,
   type AuthenticationPolicy,
+  type HandshakeOutcome,
   type Requirement,
 } from "./handshake.ts";
 import { type DigestName, isDigestName, type SecretKeys, secretKeys } from "./keys.ts";
@@ -175,6 +176,9 @@ function observe(histogram: Histogram, value: number): void {
   histogram.sum += value;
   histogram.count++;
 }
+
+/** A handshake that passed. */
+type AuthenticatedOutcome = Extract<HandshakeOutcome, { authenticated: true }>;
 
 /** One connection and what the server knows about it. */
 interface Session {
@@ -435,7 +439,7 @@ export class Server {
   }
 
   #refuse(tcp: Deno.TcpConn, address: string, remote: string, reason: RefusalReason): void {
-    this.#stats.refused[reason] = (this.#stats.refused[reason] ?? 0) + 1;
+    increment(this.#stats.refused, reason);
     const limit = reason === "connection-limit"
       ? this.#maxConnections
       : reason === "address-limit"
@@ -482,35 +486,8 @@ export class Server {
         return;
       }
       session.authenticated = true;
-      this.#stats.authenticated++;
-      if (outcome.previousSecret) {
-        // Who still uses the old secret is what an operator needs to know to finish a rotation.
-        this.#stats.authenticatedWithPrevious++;
-        logger.log("warn", "previous-secret-used", { id, remote: session.remote });
-      }
-      observe(this.#stats.handshakeSeconds, (performance.now() - session.startedAt) / 1000);
-      if (outcome.protocol === 1 && outcome.legacy) {
-        this.#stats.authenticatedLegacy++;
-        logger.log("warn", "legacy-digest-used", {
-          id,
-          remote: session.remote,
-          note: "this client answers with sha1(secret + challenge); move it to HMAC",
-        });
-      }
-      if (outcome.protocol === 2) this.#stats.authenticatedV2++;
-      logger.log("info", "authenticated", {
-        id,
-        remote: session.remote,
-        protocol: outcome.protocol,
-        digest: outcome.protocol === 2 ? outcome.digest : outcome.legacy ? "sha1-prefix" : "sha1",
-        mode: outcome.protocol === 2 ? outcome.mode : "plain",
-      });
-      if (outcome.protocol === 2 && outcome.frameKeys) {
-        const framed = new FramedConnection(conn, outcome.frameKeys);
-        await (this.#handler ?? upperCaseEcho)(framed);
-        await framed.closeWrite(); // the end frame: the client knows it has every reply byte
-      } else if (this.#handler) await this.#handler(conn);
-      else await upperCaseEcho(conn.tcp, conn); // the bare connection: no wrapper per read
+      this.#recordAuthentication(session, outcome);
+      await this.#runService(conn, outcome);
     } catch (error) {
       switch (session.closedByServer) {
         case "handshake-timeout":
@@ -532,8 +509,7 @@ export class Server {
           break; // logged once for all such sessions by #shutDown
         default:
           if (error instanceof FrameError) {
-            this.#stats.frameErrors[error.reason] = (this.#stats.frameErrors[error.reason] ?? 0) +
-              1;
+            increment(this.#stats.frameErrors, error.reason);
             logger.log("warn", "frame-rejected", {
               id,
               remote: session.remote,
@@ -580,6 +556,47 @@ export class Server {
     }
   }
 
+  /** Counts and logs a passed handshake: which protocol, digest and mode, and which secret. */
+  #recordAuthentication(session: Session, outcome: AuthenticatedOutcome): void {
+    const { id, remote } = session;
+    this.#stats.authenticated++;
+    observe(this.#stats.handshakeSeconds, (performance.now() - session.startedAt) / 1000);
+    if (outcome.previousSecret) {
+      // Who still uses the old secret is what an operator needs to know to finish a rotation.
+      this.#stats.authenticatedWithPrevious++;
+      this.#logger.log("warn", "previous-secret-used", { id, remote });
+    }
+    if (outcome.protocol === 1 && outcome.legacy) {
+      this.#stats.authenticatedLegacy++;
+      this.#logger.log("warn", "legacy-digest-used", {
+        id,
+        remote,
+        note: "this client answers with sha1(secret + challenge); move it to HMAC",
+      });
+    }
+    if (outcome.protocol === 2) this.#stats.authenticatedV2++;
+    this.#logger.log("info", "authenticated", {
+      id,
+      remote,
+      protocol: outcome.protocol,
+      digest: outcome.protocol === 2 ? outcome.digest : outcome.legacy ? "sha1-prefix" : "sha1",
+      mode: outcome.protocol === 2 ? outcome.mode : "plain",
+    });
+  }
+
+  /** Serves an authenticated connection: over the frame layer when one was negotiated. */
+  async #runService(conn: MeteredConnection, outcome: AuthenticatedOutcome): Promise<void> {
+    if (outcome.protocol === 2 && outcome.frameKeys) {
+      const framed = new FramedConnection(conn, outcome.frameKeys);
+      await (this.#handler ?? upperCaseEcho)(framed);
+      await framed.closeWrite(); // the end frame: the client knows it has every reply byte
+    } else if (this.#handler) {
+      await this.#handler(conn);
+    } else {
+      await upperCaseEcho(conn.tcp, conn); // the bare connection: no wrapper per read
+    }
+  }
+
   /**
    * Reads the PROXY header of a connection from a trusted proxy, takes the real client's address
    * from it, and applies the per-address limits to that address.
@@ -611,7 +628,7 @@ export class Server {
   }
 
   #recordRejection(session: Session, reason: string, detail: string): void {
-    this.#stats.rejected[reason] = (this.#stats.rejected[reason] ?? 0) + 1;
+    increment(this.#stats.rejected, reason);
     this.#logger.log("warn", "rejected", {
       id: session.id,
       remote: session.remote,
@@ -688,6 +705,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
   });
   const policy = { keys, previousKeys, require: options.require, digests: options.digests, legacy };
   return new Server(listener, policy, options);
+}
+
+function increment<K extends string>(counts: Partial<Record<K, number>>, key: K): void {
+  counts[key] = (counts[key] ?? 0) + 1;
 }
 
 function describeError(error: unknown): string {
