@@ -288,6 +288,9 @@ function handshakeChoice(options: ConnectOptions): HandshakeChoice {
       `unknown digest "${choice.digest}": use sha1, sha256, sha384 or sha512`,
     );
   }
+  if (!["plain", "integrity", "encrypt"].includes(choice.mode)) {
+    throw new RangeError(`mode must be plain, integrity or encrypt, got "${choice.mode}"`);
+  }
   if (choice.protocol === 1 && choice.mode !== "plain") {
     throw new RangeError(`protocol 1 has no frames: ${choice.mode} needs protocol 2`);
   }

@@ -492,3 +492,21 @@ Deno.test("readChallenge() and a v2 hello to a server that closes at once are to
     await server.close();
   }
 });
+
+Deno.test("connect() refuses option combinations that cannot work, before dialling", async () => {
+  const cases: [Parameters<typeof connect>[0], RegExp][] = [
+    [{ secret: SECRET, protocol: 3 as 2 }, /protocol must be 1 or 2, got 3/],
+    [{ secret: SECRET, digest: "md5" as "sha1" }, /unknown digest "md5"/],
+    [{ secret: SECRET, mode: "secret" as "plain" }, /mode must be plain, integrity or encrypt/],
+    [{ secret: SECRET, protocol: 1, mode: "integrity" }, /protocol 1 has no frames/],
+    [{ secret: SECRET, protocol: 1, digest: "sha256" }, /protocol 1 always uses HMAC-SHA1/],
+    [{ secret: SECRET, legacyDigest: true }, /sha1-prefix digest is a protocol 1 answer/],
+  ];
+  for (const [options, message] of cases) {
+    // Port 1 on loopback: nothing listens there, so a dial would fail differently.
+    await assert.rejects(
+      connect({ ...options, port: 1 }),
+      (error: unknown) => error instanceof RangeError && message.test(error.message),
+    );
+  }
+});
