@@ -4,7 +4,12 @@
  */
 
 import assert from "node:assert/strict";
-import { exchange, HandshakeRejectedError, ProtocolMismatchError } from "../client.ts";
+import {
+  exchange,
+  HandshakeRejectedError,
+  ProtocolMismatchError,
+  ServerAuthenticationError,
+} from "../client.ts";
 import { decoder, encoder, SECRET, startServer } from "./_helpers.ts";
 
 const PEERS = new URL("./peers/", import.meta.url).pathname;
@@ -211,5 +216,55 @@ Deno.test("a Node.js client with the wrong secret is rejected with wrong-proof",
     assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
   } finally {
     await server.close();
+  }
+});
+
+for (const mode of ["plain", "integrity"] as const) {
+  Deno.test(`the Deno v2 client (${mode}) verifies a Python v2 server and gets its echo`, async () => {
+    const child = peer("v2_server.py", [], SECRET_TEXT);
+    try {
+      const { port, rest } = await readPort(child);
+      const message = MESSAGE + " ß".repeat(40_000); // several frames each way
+      const reply = await exchange({
+        secret: SECRET,
+        port,
+        mode,
+        digest: "sha384",
+        message: encoder.encode(message),
+      });
+      assert.equal(decoder.decode(reply), message.toUpperCase());
+      await rest;
+    } finally {
+      const status = await child.status;
+      await child.stderr.cancel();
+      assert.equal(status.code, 0, "the Python server accepted the hello");
+    }
+  });
+}
+
+Deno.test("the Deno v2 client hears a Python v2 server's rejection, and refuses a Python impostor", async () => {
+  const rejecting = peer("v2_server.py", [], "the server's other secret");
+  try {
+    const { port, rest } = await readPort(rejecting);
+    await assert.rejects(
+      exchange({ secret: SECRET, port, message: encoder.encode("x") }),
+      (error: unknown) => error instanceof HandshakeRejectedError && error.reason === "wrong-proof",
+    );
+    await rest;
+  } finally {
+    assert.equal((await rejecting.status).code, 3);
+    await rejecting.stderr.cancel();
+  }
+  const impostor = peer("v2_server.py", ["--impostor"], "the impostor's own secret");
+  try {
+    const { port, rest } = await readPort(impostor);
+    await assert.rejects(
+      exchange({ secret: SECRET, port, message: encoder.encode("for your eyes only") }),
+      ServerAuthenticationError,
+    );
+    await rest;
+  } finally {
+    assert.equal((await impostor.status).code, 0, "the impostor got no service byte");
+    await impostor.stderr.cancel();
   }
 });
