@@ -191,3 +191,28 @@ Deno.test("the client treats a reply cut before the server's end frame as an err
   );
   await server.done;
 });
+
+Deno.test("encrypt frames hide the payload on the wire; integrity frames carry it in clear (§11)", async () => {
+  const { server, port } = await startServer();
+  try {
+    const secretText = "the launch code is 0000";
+    for (const mode of ["integrity", "encrypt"] as const) {
+      const raw = await openRaw(port);
+      const hello = await sendHello(raw.conn, keys, raw.challenge, { digest: "sha256", mode });
+      assert.equal(hello.outcome, "accepted");
+      const frameKeys = (hello as { session: { frameKeys: FrameKeys } }).session.frameKeys;
+      const seal = frameSealer(frameKeys);
+      const frame = await seal.frame(secretText);
+      const wire = decoder.decode(frame);
+      assert.equal(wire.includes(secretText), mode === "integrity", mode);
+      // And the reply, as it crosses the wire.
+      await writeAll(raw.conn, concat([frame, await seal.end()]));
+      await raw.conn.closeWrite();
+      const reply = decoder.decode(await readToEnd(raw.conn));
+      assert.equal(reply.includes(secretText.toUpperCase()), mode === "integrity", mode);
+      raw.conn.close();
+    }
+  } finally {
+    await server.close();
+  }
+});

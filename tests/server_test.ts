@@ -79,6 +79,24 @@ Deno.test("server closes on a malformed answer without sending another byte (PRO
   }
 });
 
+Deno.test("v1: an answer recorded in one session is refused in another (wrong-digest, §1)", async () => {
+  const { server, logger, port } = await startServer();
+  try {
+    const recorded = await openRaw(port);
+    const answer = await computeAnswer(await importSecretKey(SECRET), recorded.challenge);
+    recorded.conn.close();
+    const replay = await openRaw(port);
+    await writeAll(replay.conn, answer);
+    await replay.conn.closeWrite();
+    assert.equal((await readToEnd(replay.conn)).length, 0);
+    replay.conn.close();
+    const rejected = await logger.waitFor("rejected", { remote: replay.remote });
+    assert.equal(rejected.fields.reason, "wrong-digest");
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("server keeps service bytes sent right behind the answer (PROTOCOL.md §3)", async () => {
   const { server, port } = await startServer();
   try {
