@@ -107,6 +107,25 @@ export async function openRaw(port: number): Promise<RawClient> {
   return { conn, challenge, remote: `127.0.0.1:${conn.localAddr.port}` };
 }
 
+/**
+ * Connects, reads the challenge, sends what `answer` makes of it, and half-closes, so that a
+ * server that wrongly accepted ends the session instead of waiting. Returns all the server sent
+ * after the challenge, and this client's address, to find its log lines by.
+ */
+export async function answerRaw(
+  port: number,
+  answer: (challenge: Uint8Array) => Uint8Array | Promise<Uint8Array>,
+): Promise<{ reply: Uint8Array; remote: string }> {
+  const raw = await openRaw(port);
+  try {
+    await writeAll(raw.conn, await answer(raw.challenge));
+    await raw.conn.closeWrite();
+    return { reply: await readToEnd(raw.conn), remote: raw.remote };
+  } finally {
+    raw.conn.close();
+  }
+}
+
 /** Connects and answers correctly with `secret`. */
 export async function openAuthenticated(port: number, secret = SECRET): Promise<RawClient> {
   const raw = await openRaw(port);

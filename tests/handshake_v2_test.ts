@@ -15,11 +15,11 @@ import {
 import { createChallenge, type DigestName, DIGESTS, SecretKeys } from "../keys.ts";
 import { concat, writeAll } from "../_io.ts";
 import {
+  answerRaw,
   decoder,
   encoder,
   openRaw,
   readExactly,
-  readToEnd,
   SECRET,
   startServer,
   withTimeout,
@@ -49,22 +49,6 @@ async function helloFor(
     head,
     await computeProof(options.with ?? keys, digest, "client", serverChallenge, head),
   ]);
-}
-
-/** Sends `hello` on a fresh raw connection; returns the server's whole reply and closes. */
-async function sendRawHello(
-  port: number,
-  makeHello: (challenge: Uint8Array) => Uint8Array | Promise<Uint8Array>,
-): Promise<Uint8Array> {
-  const raw = await openRaw(port);
-  try {
-    await writeAll(raw.conn, await makeHello(raw.challenge));
-    // Half-close, so that a server that wrongly accepted ends the session instead of waiting.
-    await raw.conn.closeWrite();
-    return await readToEnd(raw.conn);
-  } finally {
-    raw.conn.close();
-  }
 }
 
 for (const digest of DIGEST_NAMES) {
@@ -124,20 +108,10 @@ Deno.test("a server requiring v2 refuses a v1 answer (v1-refused, §8)", async (
     for (
       const [bytes, reason] of [["", "incomplete-answer"], ["z".repeat(40), "malformed-answer"]]
     ) {
-      const raw = await openRaw(port);
-      await writeAll(raw.conn, encoder.encode(bytes));
-      await raw.conn.closeWrite();
-      assert.equal((await readToEnd(raw.conn)).length, 0);
-      raw.conn.close();
-      assert.equal(
-        (await logger.waitFor("rejected", { remote: raw.remote })).fields.reason,
-        reason,
-      );
+      const { reply, remote } = await answerRaw(port, () => encoder.encode(bytes));
+      assert.equal(reply.length, 0);
+      assert.equal((await logger.waitFor("rejected", { remote })).fields.reason, reason);
     }
-    assert.equal(
-      decoder.decode(await exchange({ secret: SECRET, port, message: encoder.encode("ok") })),
-      "OK",
-    );
   } finally {
     await server.close();
   }
@@ -217,7 +191,7 @@ Deno.test("malformed and unknown hellos get their status byte and reason, then t
   ];
   try {
     for (const [what, hello, reason] of cases) {
-      const reply = await sendRawHello(port, () => hello);
+      const { reply: reply } = await answerRaw(port, () => hello);
       assert.deepEqual([...reply], [REJECTION_STATUS[reason]], what);
       const rejected = await logger.waitFor("rejected", { reason });
       assert.ok(rejected, what);
@@ -239,12 +213,12 @@ Deno.test("truncated hellos are rejected as incomplete-hello, at every kind of c
   try {
     // 74 bytes in all for SHA-256: cut inside the first 40, just after them, and one byte short.
     for (const cut of [1, 8, 39, 40, 41, 73]) {
-      const raw = await openRaw(port);
-      await writeAll(raw.conn, (await helloFor(raw.challenge)).subarray(0, cut));
-      await raw.conn.closeWrite();
-      assert.equal((await readToEnd(raw.conn)).length, 0, `no status byte after ${cut} bytes`);
-      raw.conn.close();
-      const rejected = await logger.waitFor("rejected", { remote: raw.remote });
+      const { reply, remote } = await answerRaw(
+        port,
+        async (challenge) => (await helloFor(challenge)).subarray(0, cut),
+      );
+      assert.equal(reply.length, 0, `no status byte after ${cut} bytes`);
+      const rejected = await logger.waitFor("rejected", { remote });
       assert.equal(rejected.fields.reason, "incomplete-hello", `cut at ${cut}`);
     }
   } finally {
@@ -255,7 +229,7 @@ Deno.test("truncated hellos are rejected as incomplete-hello, at every kind of c
 Deno.test("reflection: the server's own challenge sent back as the client's is refused (§9)", async () => {
   const { server, logger, port } = await startServer();
   try {
-    const reply = await sendRawHello(
+    const { reply: reply } = await answerRaw(
       port,
       (challenge) => helloFor(challenge, { clientChallenge: challenge }),
     );
@@ -272,7 +246,7 @@ Deno.test("relay: an honest hello recorded in one session fails in another (wron
     const sessionA = await openRaw(port);
     const recorded = await helloFor(sessionA.challenge);
     // The honest client's hello is taken to another session instead of its own.
-    const reply = await sendRawHello(port, () => recorded);
+    const { reply: reply } = await answerRaw(port, () => recorded);
     assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
     assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
     // In its own session the same hello is accepted: the proof was valid, only misplaced.
@@ -288,7 +262,7 @@ Deno.test("relay: an honest hello recorded in one session fails in another (wron
 Deno.test("downgrade: a hello whose mode was rewritten on the way fails its proof (§9)", async () => {
   const { server, logger, port } = await startServer();
   try {
-    const reply = await sendRawHello(port, async (challenge) => {
+    const { reply: reply } = await answerRaw(port, async (challenge) => {
       const hello = await helloFor(challenge, { mode: "integrity" });
       hello[9] = 0x00; // "{sha256}" 02 [mode]: integrity becomes plain
       return hello;
@@ -336,7 +310,7 @@ Deno.test("replay: a whole recorded client session, sent again, is refused at th
     relay.close();
     await logger.waitFor("closed");
 
-    const echoed = await sendRawHello(port, () => concat(recorded));
+    const { reply: echoed } = await answerRaw(port, () => concat(recorded));
     assert.deepEqual([...echoed], [REJECTION_STATUS["wrong-proof"]], "only a status byte, no echo");
     assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
     assert.equal(server.stats.authenticated, 1);

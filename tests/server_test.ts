@@ -5,6 +5,7 @@ import { writeAll } from "../_io.ts";
 import { connect, exchange, HandshakeRejectedError, relay } from "../client.ts";
 import { computeAnswer, importSecretKey } from "../handshake.ts";
 import {
+  answerRaw,
   concat,
   decoder,
   encoder,
@@ -85,12 +86,9 @@ Deno.test("v1: an answer recorded in one session is refused in another (wrong-di
     const recorded = await openRaw(port);
     const answer = await computeAnswer(await importSecretKey(SECRET), recorded.challenge);
     recorded.conn.close();
-    const replay = await openRaw(port);
-    await writeAll(replay.conn, answer);
-    await replay.conn.closeWrite();
-    assert.equal((await readToEnd(replay.conn)).length, 0);
-    replay.conn.close();
-    const rejected = await logger.waitFor("rejected", { remote: replay.remote });
+    const { reply, remote } = await answerRaw(port, () => answer);
+    assert.equal(reply.length, 0);
+    const rejected = await logger.waitFor("rejected", { remote });
     assert.equal(rejected.fields.reason, "wrong-digest");
   } finally {
     await server.close();
