@@ -44,6 +44,29 @@ async function readPort(child: Deno.ChildProcess): Promise<{ port: number; rest:
   return { port: Number(match[1]), rest };
 }
 
+/**
+ * Runs `use` against a Python server peer, which serves one connection and exits; returns its exit
+ * status. The server is waited for even when `use` throws, so no process outlives the test.
+ */
+async function againstPythonServer(
+  script: string,
+  args: string[],
+  secret: string,
+  use: (port: number) => Promise<void>,
+): Promise<number> {
+  const child = peer(script, args, secret);
+  const exited = child.status;
+  try {
+    const { port, rest } = await readPort(child);
+    await use(port);
+    await rest;
+  } finally {
+    await exited;
+    await child.stderr.cancel();
+  }
+  return (await exited).code;
+}
+
 Deno.test("a Python v1 client authenticates against the Deno server and gets its echo", async () => {
   const { server, logger, port } = await startServer();
   try {
@@ -71,55 +94,33 @@ Deno.test("a Python v1 client with the wrong secret is rejected by the Deno serv
 });
 
 Deno.test("the Deno client authenticates against a Python v1 server and gets its echo", async () => {
-  const child = peer("v1_server.py", [], SECRET_TEXT);
-  try {
-    const { port, rest } = await readPort(child);
-    const reply = await exchange({
-      secret: SECRET,
-      port,
-      protocol: 1,
-      message: encoder.encode(MESSAGE),
-    });
+  const code = await againstPythonServer("v1_server.py", [], SECRET_TEXT, async (port) => {
+    const message = encoder.encode(MESSAGE);
+    const reply = await exchange({ secret: SECRET, port, protocol: 1, message });
     assert.equal(decoder.decode(reply), MESSAGE.toUpperCase());
-    await rest;
-  } finally {
-    const status = await child.status;
-    await child.stderr.cancel();
-    assert.equal(status.code, 0, "the Python server saw a valid answer");
-  }
+  });
+  assert.equal(code, 0, "the Python server saw a valid answer");
 });
 
 Deno.test("the Deno client reports a rejection by a Python v1 server", async () => {
-  const child = peer("v1_server.py", [], "the server's other secret");
-  try {
-    const { port, rest } = await readPort(child);
+  const code = await againstPythonServer("v1_server.py", [], "its other secret", async (port) => {
     await assert.rejects(
       exchange({ secret: SECRET, port, protocol: 1, message: encoder.encode(MESSAGE) }),
       HandshakeRejectedError,
     );
-    await rest;
-  } finally {
-    const status = await child.status;
-    await child.stderr.cancel();
-    assert.equal(status.code, 3, "the Python server rejected the answer");
-  }
+  });
+  assert.equal(code, 3, "the Python server rejected the answer");
 });
 
 Deno.test("a v2 client does not fall back to v1 against a Python v1 server (PROTOCOL.md §8)", async () => {
-  const child = peer("v1_server.py", [], SECRET_TEXT);
-  try {
-    const { port, rest } = await readPort(child);
+  const code = await againstPythonServer("v1_server.py", [], SECRET_TEXT, async (port) => {
     await assert.rejects(
       exchange({ secret: SECRET, port, message: encoder.encode(MESSAGE) }),
       (error: unknown) =>
         error instanceof ProtocolMismatchError && /--protocol 1/.test(error.message),
     );
-    await rest;
-  } finally {
-    const status = await child.status;
-    await child.stderr.cancel();
-    assert.equal(status.code, 3, "the Python server saw one answer, a v2 hello, and rejected it");
-  }
+  });
+  assert.equal(code, 3, "the Python server saw one answer, a v2 hello, and rejected it");
 });
 
 Deno.test("a Python client answering as the tutorial did gets in only with legacyDigest (§3.1)", async () => {
@@ -221,50 +222,46 @@ Deno.test("a Node.js client with the wrong secret is rejected with wrong-proof",
 
 for (const mode of ["plain", "integrity"] as const) {
   Deno.test(`the Deno v2 client (${mode}) verifies a Python v2 server and gets its echo`, async () => {
-    const child = peer("v2_server.py", [], SECRET_TEXT);
-    try {
-      const { port, rest } = await readPort(child);
-      const message = MESSAGE + " ß".repeat(40_000); // several frames each way
+    const message = MESSAGE + " ß".repeat(40_000); // several frames each way
+    const code = await againstPythonServer("v2_server.py", [], SECRET_TEXT, async (port) => {
+      const bytes = encoder.encode(message);
       const reply = await exchange({
         secret: SECRET,
         port,
         mode,
         digest: "sha384",
-        message: encoder.encode(message),
+        message: bytes,
       });
       assert.equal(decoder.decode(reply), message.toUpperCase());
-      await rest;
-    } finally {
-      const status = await child.status;
-      await child.stderr.cancel();
-      assert.equal(status.code, 0, "the Python server accepted the hello");
-    }
+    });
+    assert.equal(code, 0, "the Python server accepted the hello");
   });
 }
 
 Deno.test("the Deno v2 client hears a Python v2 server's rejection, and refuses a Python impostor", async () => {
-  const rejecting = peer("v2_server.py", [], "the server's other secret");
-  try {
-    const { port, rest } = await readPort(rejecting);
-    await assert.rejects(
-      exchange({ secret: SECRET, port, message: encoder.encode("x") }),
-      (error: unknown) => error instanceof HandshakeRejectedError && error.reason === "wrong-proof",
-    );
-    await rest;
-  } finally {
-    assert.equal((await rejecting.status).code, 3);
-    await rejecting.stderr.cancel();
-  }
-  const impostor = peer("v2_server.py", ["--impostor"], "the impostor's own secret");
-  try {
-    const { port, rest } = await readPort(impostor);
-    await assert.rejects(
-      exchange({ secret: SECRET, port, message: encoder.encode("for your eyes only") }),
-      ServerAuthenticationError,
-    );
-    await rest;
-  } finally {
-    assert.equal((await impostor.status).code, 0, "the impostor got no service byte");
-    await impostor.stderr.cancel();
-  }
+  const rejected = await againstPythonServer(
+    "v2_server.py",
+    [],
+    "its other secret",
+    async (port) => {
+      await assert.rejects(
+        exchange({ secret: SECRET, port, message: encoder.encode("x") }),
+        (error: unknown) =>
+          error instanceof HandshakeRejectedError && error.reason === "wrong-proof",
+      );
+    },
+  );
+  assert.equal(rejected, 3);
+  const impostor = await againstPythonServer(
+    "v2_server.py",
+    ["--impostor"],
+    "the impostor's own secret",
+    async (port) => {
+      await assert.rejects(
+        exchange({ secret: SECRET, port, message: encoder.encode("for your eyes only") }),
+        ServerAuthenticationError,
+      );
+    },
+  );
+  assert.equal(impostor, 0, "the impostor got no service byte");
 });
