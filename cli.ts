@@ -267,26 +267,7 @@ async function runServe(args: string[]): Promise<number> {
   if (format !== "text" && format !== "json") {
     throw new UsageError(`--log-format must be text or json, got "${format}"`);
   }
-  const require: Requirement | undefined = values.encrypt
-    ? "encrypt"
-    : values.integrity
-    ? "integrity"
-    : values["require-v2"]
-    ? "v2"
-    : undefined;
-  const digests = parseDigestList(values.digests);
-  if (values.digest !== undefined && values.digest !== "sha1-prefix") {
-    throw new UsageError(
-      `serve --digest takes only sha1-prefix (the legacy v1 answer), got "${values.digest}"; ` +
-        "choose v2 digests with --digests",
-    );
-  }
-  const legacyDigest = values.digest === "sha1-prefix";
-  if (legacyDigest && require !== undefined) {
-    throw new UsageError(
-      "--digest sha1-prefix accepts v1 answers, which --require-v2, --integrity and --encrypt refuse",
-    );
-  }
+  const { require, digests, legacyDigest } = parseServePolicy(values);
   const logger = new StderrLogger({ quiet: values.quiet, format });
 
   const loaded = await loadSecret({
@@ -553,6 +534,36 @@ async function runConnect(args: string[]): Promise<number> {
     printError(describeConnectError(error, hostname, port));
     return EXIT_FAILURE;
   }
+}
+
+/** serve's --require-v2, --integrity, --encrypt, --digests and --digest, as serve() options. */
+function parseServePolicy(values: {
+  "require-v2"?: boolean;
+  integrity?: boolean;
+  encrypt?: boolean;
+  digests?: string;
+  digest?: string;
+}): { require?: Requirement; digests?: DigestName[]; legacyDigest: boolean } {
+  const require: Requirement | undefined = values.encrypt
+    ? "encrypt"
+    : values.integrity
+    ? "integrity"
+    : values["require-v2"]
+    ? "v2"
+    : undefined;
+  if (values.digest !== undefined && values.digest !== "sha1-prefix") {
+    throw new UsageError(
+      `serve --digest takes only sha1-prefix (the legacy v1 answer), got "${values.digest}"; ` +
+        "choose v2 digests with --digests",
+    );
+  }
+  const legacyDigest = values.digest === "sha1-prefix";
+  if (legacyDigest && require !== undefined) {
+    throw new UsageError(
+      "--digest sha1-prefix accepts v1 answers, which --require-v2, --integrity and --encrypt refuse",
+    );
+  }
+  return { require, digests: parseDigestList(values.digests), legacyDigest };
 }
 
 /** The comma-separated `--digests` list, checked; undefined when the flag is absent. */
