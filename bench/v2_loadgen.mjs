@@ -3,8 +3,9 @@
 // through tests/peers/v2_client.mjs, the independent implementation written from PROTOCOL.md, and
 // verifies every echoed byte.
 //
-// Usage: node v2_loadgen.mjs sessions|bulk --port P --secret S --variant V
-//          [--concurrency N] [--duration SECONDS]
+// Usage: node v2_loadgen.mjs sessions|bulk|hold --port P --secret S --variant V
+//          [--concurrency N] [--duration SECONDS] [--connections N]
+// hold: opens N authenticated connections, prints one line, and holds them until stdin closes.
 // V: v1, v2-plain, v2-integrity, v2-encrypt (v2 uses HMAC-SHA-256). Prints one JSON line.
 
 import crypto from "node:crypto";
@@ -21,6 +22,7 @@ const { positionals, values } = parseArgs({
     variant: { type: "string" },
     concurrency: { type: "string", default: "10" },
     duration: { type: "string", default: "4" },
+    connections: { type: "string", default: "1000" },
   },
 });
 const mode = positionals[0];
@@ -156,7 +158,24 @@ if (mode === "sessions") {
     verifyFailures,
     generatorCpu: generatorCpu(elapsed),
   }));
+} else if (mode === "hold") {
+  const wanted = Number(values.connections);
+  const sessions = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: 50 }, async () => {
+    while (next++ < wanted) {
+      try {
+        sessions.push(await open());
+      } catch {
+        errors++;
+      }
+    }
+  }));
+  console.log(JSON.stringify({ mode, variant, held: sessions.length, errors }));
+  process.stdin.resume();
+  await new Promise((resolve) => process.stdin.once("end", resolve));
+  for (const session of sessions) session.socket.destroy();
 } else {
-  console.error("usage: v2_loadgen.mjs sessions|bulk --port P --secret S --variant V");
+  console.error("usage: v2_loadgen.mjs sessions|bulk|hold --port P --secret S --variant V");
   process.exit(2);
 }
