@@ -1,7 +1,8 @@
 /**
  * How fast WebCrypto itself is in this Deno, per 64 KiB frame: the ceiling for v2's frame layer,
- * which does two such operations per echoed byte (verify in, sign or seal out).
- * `deno run bench/crypto_speed.ts`; prints one line per operation.
+ * which does two such operations per echoed byte (verify in, sign or seal out); and how much heap
+ * one CryptoKey holds, which every framed connection keeps two of.
+ * `deno run --v8-flags=--expose-gc bench/crypto_speed.ts`; prints one line per measurement.
  */
 
 const FRAME = new Uint8Array(65_536).fill(0x61);
@@ -29,5 +30,30 @@ for (const [name, operation] of operations) {
   console.log(
     `${name.padEnd(20)} ${microseconds.toFixed(1).padStart(6)} µs per 64 KiB: ` +
       `${(FRAME.length / microseconds).toFixed(0)} MB/s on one core`,
+  );
+}
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) {
+  console.log("CryptoKey heap: run with --v8-flags=--expose-gc to measure it");
+} else {
+  const KEYS = 2_000;
+  const heapUsed = () => (gc(), gc(), Deno.memoryUsage().heapUsed);
+  const before = heapUsed();
+  const held: CryptoKey[] = [];
+  for (let i = 0; i < KEYS; i++) {
+    held.push(
+      await crypto.subtle.importKey(
+        "raw",
+        crypto.getRandomValues(new Uint8Array(32)),
+        { name: "HMAC", hash: "SHA-256" },
+        false,
+        ["sign", "verify"],
+      ),
+    );
+  }
+  const perKey = (heapUsed() - before) / held.length;
+  console.log(
+    `${"CryptoKey (HMAC)".padEnd(20)} ${perKey.toFixed(0).padStart(6)} bytes of V8 heap each`,
   );
 }
