@@ -85,7 +85,9 @@ export class HandshakeRejectedError extends Error {
 
 function rejectionMessage(server: string, reason?: string): string {
   switch (reason) {
-    case undefined:
+    case undefined: // v1: the server closed without a word, whatever its reason
+      return `authentication rejected by ${server}: check the secret (with --protocol 1, a ` +
+        "server that requires protocol 2 rejects the same way)";
     case "wrong-proof":
       return `authentication rejected by ${server}: check the secret`;
     case "unsupported-digest":

@@ -495,7 +495,10 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
       fresh.env,
     );
     assert.equal(v1.code, 1);
-    assert.match(v1.stderr, /authentication rejected by 127\.0\.0\.1:\d+: check the secret/);
+    assert.match(
+      v1.stderr,
+      /authentication rejected by 127\.0\.0\.1:\d+: check the secret \(with --protocol 1, a server that requires protocol 2 rejects the same way\)/,
+    );
     await server.waitForLine(/ rejected .*reason=v1-refused/);
   } finally {
     assert.equal((await server.stop()).code, 0);
