@@ -190,11 +190,8 @@ export async function verifyHello(
     return reject("malformed-hello", `mode byte ${modeByte} is not 0, 1 or 2`);
   }
   const mode = MODES[modeByte];
-  const required = policy.require === "encrypt" ? "encrypt" : "integrity";
-  if (
-    policy.require !== undefined && policy.require !== "v2" &&
-    modeStrength(mode) < modeStrength(required)
-  ) {
+  const required = policy.require === "v2" ? undefined : policy.require;
+  if (required !== undefined && modeStrength(mode) < modeStrength(required)) {
     return reject("mode-refused", `mode ${mode}, but this server requires ${required}`);
   }
   const digest = name;
