@@ -103,7 +103,10 @@ export class FramedConnection implements ByteStream {
     return n;
   }
 
-  /** Sends all of `data`, in frames of at most 64 KiB, and returns its length. */
+  /**
+   * Sends all of `data`, in frames of at most 64 KiB, and returns its length. An empty `data`
+   * sends nothing. Await each write before the next: frames are numbered as they are sealed.
+   */
   async write(data: Uint8Array): Promise<number> {
     if (this.#sentEnd) throw new Deno.errors.BrokenPipe("write after the end frame");
     for (let offset = 0; offset < data.length; offset += MAX_FRAME_PAYLOAD) {
