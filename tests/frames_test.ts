@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import { connect, exchange } from "../client.ts";
 import { authenticateClient } from "../handshake.ts";
-import { sendHello } from "../handshake_v2.ts";
+import { deriveFrameKeys, sendHello } from "../handshake_v2.ts";
 import { FramedConnection, FrameError, type FrameErrorReason, type FrameKeys } from "../frames.ts";
-import { SecretKeys } from "../keys.ts";
+import { createChallenge, SecretKeys } from "../keys.ts";
 import { concat, writeAll } from "../_io.ts";
 import { decoder, encoder, openRaw, readToEnd, SECRET, startServer } from "./_helpers.ts";
 
@@ -215,4 +215,26 @@ Deno.test("encrypt frames hide the payload on the wire; integrity frames carry i
   } finally {
     await server.close();
   }
+});
+
+Deno.test("an empty write sends no frame: only closeWrite() sends the end frame (§11)", async () => {
+  const frameKeys = await deriveFrameKeys(
+    keys,
+    "integrity",
+    createChallenge(),
+    createChallenge(),
+    "client",
+  );
+  const sent: Uint8Array[] = [];
+  const framed = new FramedConnection({
+    read: () => Promise.resolve(null),
+    write: (data) => (sent.push(data.slice()), Promise.resolve(data.length)),
+  }, frameKeys);
+  assert.equal(await framed.write(new Uint8Array(0)), 0);
+  assert.equal(sent.length, 0);
+  await framed.write(encoder.encode("x"));
+  await framed.closeWrite();
+  await framed.closeWrite(); // a second call sends nothing more
+  assert.deepEqual(sent.map((frame) => new DataView(frame.buffer).getUint32(0)), [1, 0]);
+  await assert.rejects(framed.write(encoder.encode("late")), Deno.errors.BrokenPipe);
 });
