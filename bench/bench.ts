@@ -307,16 +307,31 @@ interface LoadResult {
   generatorCpu: number;
 }
 
+/**
+ * The load generator's command line for `spec`: the native one, or for a protocol variant the
+ * Node.js one (bench/v2_loadgen.mjs), which speaks v2.
+ */
+function generator(spec: ServerSpec, args: string[], port: number): string[] {
+  const target = ["--port", String(port)];
+  if (spec.variant) {
+    return [
+      "node",
+      `${ROOT}bench/v2_loadgen.mjs`,
+      ...args,
+      ...target,
+      "--variant",
+      spec.variant,
+      "--secret",
+      SECRET,
+    ];
+  }
+  const auth = spec.auth ? ["--secret", SECRET] : ["--no-auth"];
+  return [`${BUILD}/loadgen`, ...args, ...target, ...auth];
+}
+
 /** Runs the generator against `server` and measures both sides' CPU while it runs. */
 async function load(spec: ServerSpec, server: Running, args: string[]): Promise<LoadResult> {
-  const auth = spec.auth ? ["--secret", SECRET] : ["--no-auth"];
-  const [command, ...rest] = pinned(1, [
-    `${BUILD}/loadgen`,
-    ...args,
-    "--port",
-    String(server.port),
-    ...auth,
-  ]);
+  const [command, ...rest] = pinned(1, generator(spec, args, server.port));
   const started = performance.now();
   const serverBefore = cpuTicks(server.pid);
   const child = new Deno.Command(command, { args: rest, stdout: "piped", stderr: "piped" }).spawn();
@@ -324,7 +339,10 @@ async function load(spec: ServerSpec, server: Running, args: string[]): Promise<
   const seconds = (performance.now() - started) / 1000;
   const text = new TextDecoder().decode(output.stdout).trim();
   if (!text.startsWith("{")) {
-    throw new Error(`loadgen failed (${output.code}): ${new TextDecoder().decode(output.stderr)}`);
+    throw new Error(
+      `the generator for ${spec.name} failed (${output.code}): ` +
+        new TextDecoder().decode(output.stderr),
+    );
   }
   const result = JSON.parse(text);
   if (result.verifyFailures > 0) throw new Error(`${spec.name}: echo verification failed: ${text}`);
@@ -336,52 +354,20 @@ async function load(spec: ServerSpec, server: Running, args: string[]): Promise<
   };
 }
 
-/** Runs bench/v2_loadgen.mjs (Node.js) against `server` in `spec.variant`, like {@linkcode load}. */
-async function loadNode(spec: ServerSpec, server: Running, args: string[]): Promise<LoadResult> {
-  const [command, ...rest] = pinned(1, [
-    "node",
-    `${ROOT}bench/v2_loadgen.mjs`,
-    ...args,
-    "--variant",
-    spec.variant!,
-    "--port",
-    String(server.port),
-    "--secret",
-    SECRET,
-  ]);
-  const started = performance.now();
-  const serverBefore = cpuTicks(server.pid);
-  const output = await new Deno.Command(command, { args: rest, stdout: "piped", stderr: "piped" })
-    .output();
-  const seconds = (performance.now() - started) / 1000;
-  const text = new TextDecoder().decode(output.stdout).trim();
-  if (!text.startsWith("{")) {
-    throw new Error(
-      `v2_loadgen failed (${output.code}): ${new TextDecoder().decode(output.stderr)}`,
-    );
-  }
-  const result = JSON.parse(text);
-  if (result.verifyFailures > 0) throw new Error(`${spec.name}: echo verification failed: ${text}`);
-  return { ...result, serverCpu: (cpuTicks(server.pid) - serverBefore) / 100 / seconds };
-}
-
 /** `hold` mode: opens N authenticated connections, reports, and holds them until told to stop. */
 async function hold(
   spec: ServerSpec,
   server: Running,
   connections: number,
 ): Promise<{ held: number; rssKiB: number }> {
-  const auth = spec.auth ? ["--secret", SECRET] : ["--no-auth"];
-  const generator = spec.variant
-    ? ["node", `${ROOT}bench/v2_loadgen.mjs`, "hold", "--variant", spec.variant, "--secret", SECRET]
-    : [`${BUILD}/loadgen`, "hold", "--duration", "50", ...auth];
-  const [command, ...rest] = pinned(1, [
-    ...generator,
-    "--connections",
-    String(connections),
-    "--port",
-    String(server.port),
-  ]);
+  const [command, ...rest] = pinned(
+    1,
+    generator(
+      spec,
+      ["hold", "--connections", String(connections), "--duration", "50"],
+      server.port,
+    ),
+  );
   const child = new Deno.Command(command, {
     args: rest,
     stdin: "piped",
@@ -420,7 +406,7 @@ async function measure(
       case "protocol-sessions-c10":
       case "protocol-bulk": {
         const args = metric.id === "protocol-bulk" ? ["bulk"] : ["sessions", "--concurrency", "10"];
-        const r = await loadNode(spec, server, [...args, ...duration]);
+        const r = await load(spec, server, [...args, ...duration]);
         return {
           value: metric.id === "protocol-bulk" ? r.mbPerSecond! : r.perSecond!,
           extra: { serverCpu: r.serverCpu, generatorCpu: r.generatorCpu, errors: r.errors },
