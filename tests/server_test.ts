@@ -68,14 +68,9 @@ for (const [protocol, reason] of [[1, "wrong-digest"], [2, "wrong-proof"]] as co
 Deno.test("server closes on a malformed answer without sending another byte (PROTOCOL.md §3)", async () => {
   const { server, logger, port } = await startServer();
   try {
-    const raw = await openRaw(port);
-    try {
-      await writeAll(raw.conn, encoder.encode("z".repeat(40)));
-      assert.equal((await readToEnd(raw.conn)).length, 0);
-    } finally {
-      raw.conn.close();
-    }
-    const rejected = await logger.waitFor("rejected", { remote: raw.remote });
+    const { reply, remote } = await answerRaw(port, () => encoder.encode("z".repeat(40)));
+    assert.equal(reply.length, 0);
+    const rejected = await logger.waitFor("rejected", { remote });
     assert.equal(rejected.fields.reason, "malformed-answer");
   } finally {
     await server.close();
