@@ -18,10 +18,29 @@ export type LogLevel = "info" | "notice" | "warn" | "error";
 export interface Logger {
   /** Records one event, named in kebab-case (`accepted`, `rejected`, `closed`, …). */
   log(level: LogLevel, event: string, fields?: LogFields): void;
+  /** Writes out what the logger holds back (counts of suppressed lines); called before exiting. */
+  flush?(): void;
 }
 
 /** A logger that drops everything: the default for library use. */
 export const silentLogger: Logger = { log() {} };
+
+/**
+ * The logger a configuration's `log` option describes: stderr lines, or none when it is absent.
+ * `fields` are added to every line (a worker thread's number, say).
+ */
+export function createLogger(
+  options: { format?: LogFormat; quiet?: boolean } | undefined,
+  fields: LogFields = {},
+): Logger {
+  if (options === undefined) return silentLogger;
+  const stderr = new StderrLogger(options);
+  if (Object.keys(fields).length === 0) return stderr;
+  return {
+    log: (level, event, more) => stderr.log(level, event, { ...more, ...fields }),
+    flush: () => stderr.flush(),
+  };
+}
 
 /** How {@linkcode StderrLogger} writes a line. */
 export type LogFormat = "text" | "json";

@@ -4,6 +4,6 @@
  * @module
  */
 
-import { runCli } from "./cli.ts";
+import { runCli } from "./cli/cli.ts";
 
 Deno.exit(await runCli(Deno.args));

@@ -1,17 +1,18 @@
 /**
  * hmac-echo: a TCP server that lets a client in only after it proves, with an HMAC over a fresh
- * challenge, that it knows a shared secret; then echoes its bytes upper-cased. Protocol v2 adds
- * mutual authentication, a digest choice and integrity or encryption frames. The wire format is in
- * docs/PROTOCOL.md.
+ * challenge, that it knows a shared secret; then echoes its bytes upper-cased, or runs your own
+ * service. Protocol v2 adds mutual authentication, a digest choice and integrity or encryption
+ * frames. The wire format is in docs/PROTOCOL.md; the map of the code in docs/ARCHITECTURE.md.
  *
- * Run an authenticated server with your own service handler:
+ * A server with your own service handler, and a client for it (needs `--allow-net`):
  *
  * @example
- * ```ts ignore
- * import { serve } from "./mod.ts";
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { exchange, serve } from "./mod.ts";
  *
- * const secret = new TextEncoder().encode(Deno.env.get("MY_SECRET"));
- * const server = await serve({
+ * const secret = new TextEncoder().encode("a shared secret of at least 16 bytes");
+ * await using server = await serve({
  *   secret,
  *   port: 0,
  *   async handler(conn) {
@@ -21,27 +22,32 @@
  *     }
  *   },
  * });
+ * const reply = await exchange({
+ *   secret,
+ *   port: server.addr.port,
+ *   mode: "encrypt",
+ *   message: new TextEncoder().encode("olleh"),
+ * });
+ * assert.ok(new TextDecoder().decode(reply) === "hello");
  * ```
  *
  * @module
  */
 
+export { serve } from "./server/server.ts";
+export type { RunningServer } from "./server/server.ts";
 export {
-  DEFAULT_BACKLOG,
-  DEFAULT_GRACE_PERIOD_MS,
-  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_HOSTNAME,
-  DEFAULT_MAX_CONNECTIONS,
-  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   DEFAULT_PORT,
-  formatAddr,
-  type Histogram,
-  type RefusalReason,
-  serve,
   type ServeOptions,
-  Server,
-  type ServerStats,
-} from "./server.ts";
+  type ServerConfig,
+  type ThrottleConfig,
+} from "./server/config.ts";
+export type { Histogram, RefusalReason, ServerStats } from "./server/stats.ts";
+export type { ServiceHandler, TrafficCounters } from "./server/service.ts";
+export type { HelloRejectionReason } from "./protocol/v2.ts";
+export { upperCaseEcho } from "./server/upper_case_echo.ts";
+export { type MetricsOptions, serveMetrics } from "./server/metrics.ts";
 export {
   Client,
   connect,
@@ -49,76 +55,22 @@ export {
   exchange,
   HandshakeRejectedError,
   ProtocolMismatchError,
+  type RejectionReason,
   relay,
   ServerAuthenticationError,
   ServerHungUpError,
-} from "./client.ts";
-export {
-  ANSWER_LENGTH,
-  answerChallenge,
-  authenticateClient,
-  type AuthenticationPolicy,
-  CHALLENGE_LENGTH,
-  ChallengeError,
-  computeAnswer,
-  computeLegacyAnswer,
-  createChallenge,
-  decodeAnswer,
-  type HandshakeOutcome,
-  importSecretKey,
-  readChallenge,
-  type RejectionReason,
-  type Requirement,
-  verifyAnswer,
-} from "./handshake.ts";
-export { type DigestName, DIGESTS, isDigestName, SecretKeys, secretKeys } from "./keys.ts";
-export {
-  type FrameMode,
-  type HelloRejectionReason,
-  type HelloResult,
-  REJECTION_STATUS,
-  sendHello,
-  type V2Session,
-  verifyHello,
-} from "./handshake_v2.ts";
-export {
-  FramedConnection,
-  FrameError,
-  type FrameErrorReason,
-  type FrameKeys,
-  MAX_FRAME_PAYLOAD,
-} from "./frames.ts";
-export {
-  type ServiceConnection,
-  type ServiceHandler,
-  type TrafficCounters,
-  upperCaseEcho,
-  UpperCaseTransformer,
-} from "./upper_case_echo.ts";
+} from "./client/client.ts";
+export { ConfigError, HmacEchoError } from "./errors.ts";
+export { ChallengeError } from "./protocol/challenge.ts";
+export { FrameError, type FrameErrorReason, type FrameMode } from "./protocol/frames.ts";
+export { type DigestName, SecretKeys } from "./protocol/keys.ts";
+export type { Requirement } from "./protocol/outcome.ts";
+export type { ByteStream } from "./_io.ts";
 export {
   type LogFields,
   type LogFormat,
   type Logger,
   type LogLevel,
-  silentLogger,
   StderrLogger,
   type StderrLoggerOptions,
 } from "./log.ts";
-export {
-  AuthFailureThrottle,
-  DEFAULT_THROTTLE_COOLDOWN_MS,
-  DEFAULT_THROTTLE_ENTRIES,
-  DEFAULT_THROTTLE_FAILURES,
-  DEFAULT_THROTTLE_MAX_COOLDOWN_MS,
-  DEFAULT_THROTTLE_WINDOW_MS,
-  type ThrottleOptions,
-} from "./throttle.ts";
-export type { ByteStream } from "./_io.ts";
-export { type MetricsOptions, renderMetrics, serveMetrics } from "./metrics.ts";
-export {
-  looksLikeProxyHeader,
-  type ProxyHeader,
-  ProxyHeaderError,
-  readProxyHeader,
-  TrustedProxies,
-} from "./proxy_protocol.ts";

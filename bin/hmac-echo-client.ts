@@ -5,6 +5,6 @@
  * @module
  */
 
-import { runCli } from "../cli.ts";
+import { runCli } from "../cli/cli.ts";
 
 Deno.exit(await runCli(["connect", ...Deno.args]));

@@ -5,11 +5,12 @@
 
 import net from "node:net";
 import { concat, writeAll } from "../_io.ts";
-import { computeAnswer, readChallenge } from "../handshake.ts";
-import { computeProof, encodeHelloHead, type FrameMode, sendHello } from "../handshake_v2.ts";
-import { FramedConnection } from "../frames.ts";
-import { exchange } from "../client.ts";
-import { createChallenge, SecretKeys } from "../keys.ts";
+import { createChallenge, readChallenge } from "../protocol/challenge.ts";
+import { computeAnswer } from "../protocol/v1.ts";
+import { computeProof, encodeHelloHead, sendHello } from "../protocol/v2.ts";
+import { FramedConnection, type FrameMode } from "../protocol/frames.ts";
+import { exchange } from "../client/client.ts";
+import { SecretKeys } from "../protocol/keys.ts";
 
 /** What one kind of client did, as the client saw it. */
 export interface Tally {
@@ -233,7 +234,7 @@ export async function slowloris(target: Target, from: string, intervalMs: number
   await Promise.all(Array.from({ length: 40 }, async (_, position) => {
     const opened = await openChallenged(target, from, tally);
     if (!opened) return;
-    const answer = await computeAnswer(target.key.hmac("sha1"), opened.challenge);
+    const answer = await computeAnswer(target.key, opened.challenge);
     await opened.socket.write(answer.subarray(0, position));
     // Stop one byte short of a whole answer: the point is to hold the slot, never to finish.
     for (let i = position; i < 39 && !opened.socket.ended; i++) {
@@ -288,7 +289,7 @@ export async function wrongDigests(target: Target, from: string, count: number):
     const opened = await openChallenged(target, from, tally);
     if (!opened) continue;
     if (i % 2 === 0) {
-      await opened.socket.write(await computeAnswer(wrongKeys.hmac("sha1"), opened.challenge));
+      await opened.socket.write(await computeAnswer(wrongKeys, opened.challenge));
     } else {
       const head = encodeHelloHead("sha256", "integrity", createChallenge());
       const proof = await computeProof(wrongKeys, "sha256", "client", opened.challenge, head);
@@ -371,7 +372,7 @@ async function openConfirmed(
 ): Promise<RawSocket | null> {
   const opened = await openChallenged(target, from, tally);
   if (!opened) return null;
-  await opened.socket.write(await computeAnswer(target.key.hmac("sha1"), opened.challenge));
+  await opened.socket.write(await computeAnswer(target.key, opened.challenge));
   await opened.socket.write(encoder.encode("x"));
   if ((await opened.socket.readExactly(1)) === null) {
     tally.rejected++;

@@ -9,7 +9,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { SecretKeys } from "../keys.ts";
+import { SecretKeys } from "../protocol/keys.ts";
 import * as attack from "./attackers.ts";
 import type { Tally } from "./attackers.ts";
 

@@ -1,9 +1,12 @@
 /** Shared test helpers: a logger tests can wait on, raw protocol clients, process helpers. */
 
 import { type ByteStream, concat, readFull, writeAll } from "../_io.ts";
-import { CHALLENGE_LENGTH, computeAnswer, importSecretKey } from "../handshake.ts";
+import { CHALLENGE_LENGTH } from "../protocol/challenge.ts";
+import { SecretKeys } from "../protocol/keys.ts";
+import { computeAnswer } from "../protocol/v1.ts";
 import type { LogFields, Logger, LogLevel } from "../log.ts";
-import { serve, type ServeOptions, type Server } from "../server.ts";
+import type { ServeOptions } from "../server/config.ts";
+import { type RunningServer, serve } from "../server/server.ts";
 
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
@@ -72,10 +75,15 @@ export async function withTimeout<T>(promise: Promise<T>, what: string): Promise
   }
 }
 
+/** A server from {@linkcode startServer}; `await using` closes it. */
+export interface StartedServer extends AsyncDisposable {
+  server: RunningServer;
+  logger: RecordingLogger;
+  port: number;
+}
+
 /** Starts a server on 127.0.0.1, port 0, with a recording logger. */
-export async function startServer(
-  options: Partial<ServeOptions> = {},
-): Promise<{ server: Server; logger: RecordingLogger; port: number }> {
+export async function startServer(options: Partial<ServeOptions> = {}): Promise<StartedServer> {
   const logger = new RecordingLogger();
   const server = await serve({
     secret: SECRET,
@@ -84,7 +92,12 @@ export async function startServer(
     logger,
     ...options,
   });
-  return { server, logger, port: server.addr.port };
+  return {
+    server,
+    logger,
+    port: server.addr.port,
+    [Symbol.asyncDispose]: () => server.close(),
+  };
 }
 
 /** A connection that has read its challenge and speaks the protocol by hand. */
@@ -129,7 +142,7 @@ export async function answerRaw(
 /** Connects and answers correctly with `secret`. */
 export async function openAuthenticated(port: number, secret = SECRET): Promise<RawClient> {
   const raw = await openRaw(port);
-  const answer = await computeAnswer(await importSecretKey(secret), raw.challenge);
+  const answer = await computeAnswer(await SecretKeys.import(secret), raw.challenge);
   await writeAll(raw.conn, answer);
   return raw;
 }
@@ -205,5 +218,5 @@ export async function sessionFrom(
 /** An answer computed with `secret`: for `sessionFrom`. */
 export function answerWith(secret: Uint8Array) {
   return async (challenge: Uint8Array) =>
-    await computeAnswer(await importSecretKey(secret), challenge);
+    await computeAnswer(await SecretKeys.import(secret), challenge);
 }

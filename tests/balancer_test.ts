@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, relay } from "../client.ts";
+import { connect, relay } from "../client/client.ts";
 import { concat, decoder, encoder, SECRET, withTimeout } from "./_helpers.ts";
 import { freshEnv, ServerProcess } from "./_process.ts";
 

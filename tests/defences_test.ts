@@ -2,10 +2,10 @@
 
 import assert from "node:assert/strict";
 import { writeAll } from "../_io.ts";
-import { connect, exchange } from "../client.ts";
-import { computeAnswer, importSecretKey } from "../handshake.ts";
-import { SecretKeys } from "../keys.ts";
-import { authenticateClient } from "../handshake.ts";
+import { connect, exchange } from "../client/client.ts";
+import { authenticateClient } from "../protocol/handshake.ts";
+import { SecretKeys } from "../protocol/keys.ts";
+import { computeAnswer } from "../protocol/v1.ts";
 import {
   answerWith,
   decoder,
@@ -23,44 +23,42 @@ import { freshEnv, ServerProcess } from "./_process.ts";
 const WRONG = encoder.encode("not the secret");
 
 Deno.test("the idle timeout closes an authenticated client that moves no bytes", async () => {
-  const { server, logger, port } = await startServer({ idleTimeoutMs: 200 });
+  await using started = await startServer({ idleTimeoutMs: 200 });
+  const { server, logger, port } = started;
+  const idle = await openAuthenticated(port);
   try {
-    const idle = await openAuthenticated(port);
-    try {
-      assert.equal((await readToEnd(idle.conn)).length, 0);
-    } finally {
-      idle.conn.close();
-    }
-    await logger.waitFor("idle-timeout");
-    assert.equal(server.stats.idleClosed, 1);
+    assert.equal((await readToEnd(idle.conn)).length, 0);
   } finally {
-    await server.close();
+    idle.conn.close();
   }
+  await logger.waitFor("idle-timeout");
+  assert.equal((await server.stats()).idleClosed, 1);
 });
 
 Deno.test("the idle timeout spares a client that keeps talking", async () => {
-  const { server, logger, port } = await startServer({ idleTimeoutMs: 300 });
+  await using started = await startServer({ idleTimeoutMs: 300 });
+  const { server, logger, port } = started;
   const client = await connect({ secret: SECRET, port });
   try {
     // One byte every 50 ms for 1.2 s: four idle timeouts long, never idle for one.
     const buffer = new Uint8Array(8);
-    const started = performance.now();
-    while (performance.now() - started < 1_200) {
+    const startedAt = performance.now();
+    while (performance.now() - startedAt < 1_200) {
       await writeAll(client, encoder.encode("a"));
       assert.equal(await client.read(buffer), 1);
       assert.equal(buffer[0], "A".charCodeAt(0));
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     assert.equal(logger.find("idle-timeout").length, 0);
-    assert.equal(server.stats.idleClosed, 0);
+    assert.equal((await server.stats()).idleClosed, 0);
   } finally {
     client.close();
-    await server.close();
   }
 });
 
 Deno.test("the per-address cap refuses one address's extra connections, not another's", async () => {
-  const { server, logger, port } = await startServer({ maxConnectionsPerAddress: 2 });
+  await using started = await startServer({ maxConnectionsPerAddress: 2 });
+  const { server, logger, port } = started;
   const held = [await openRaw(port), await openRaw(port)];
   try {
     // A third from 127.0.0.1 is closed at once, without a challenge.
@@ -70,60 +68,55 @@ Deno.test("the per-address cap refuses one address's extra connections, not anot
     // Another address is served.
     const other = await sessionFrom("127.0.0.2", port, answerWith(SECRET));
     assert.equal(other.length, 32, "127.0.0.2 got its challenge");
-    assert.deepEqual(server.stats.refused, { "address-limit": 1 });
+    assert.deepEqual((await server.stats()).refused, { "address-limit": 1 });
   } finally {
     for (const raw of held) raw.conn.close();
-    await server.close();
   }
 });
 
 Deno.test("connections closed without a byte do not count towards the throttle", async () => {
-  const { server, logger, port } = await startServer({ throttle: { maxFailures: 2 } });
-  try {
-    for (let i = 0; i < 5; i++) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      await logger.waitFor("closed", { remote: `127.0.0.1:${conn.localAddr.port}` });
-    }
-    // Five silent hang-ups, yet the address is not throttled: it guessed nothing.
-    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("ok") });
-    assert.equal(decoder.decode(reply), "OK");
-    assert.equal(server.stats.throttled, 0);
-  } finally {
-    await server.close();
+  await using started = await startServer({ throttle: { maxFailures: 2 } });
+  const { server, logger, port } = started;
+  for (let i = 0; i < 5; i++) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    await logger.waitFor("closed", { remote: `127.0.0.1:${conn.localAddr.port}` });
   }
+  // Five silent hang-ups, yet the address is not throttled: it guessed nothing.
+  const reply = await exchange({ secret: SECRET, port, message: encoder.encode("ok") });
+  assert.equal(decoder.decode(reply), "OK");
+  assert.equal((await server.stats()).throttled, 0);
 });
 
 Deno.test("failed handshakes put an address in a cool-down; other addresses are served", async () => {
-  const { server, logger, port } = await startServer({
+  await using started = await startServer({
     throttle: { maxFailures: 3, windowMs: 60_000, cooldownMs: 60_000 },
   });
-  try {
-    for (let i = 0; i < 3; i++) {
-      const sent = await sessionFrom("127.0.0.3", port, answerWith(WRONG));
-      assert.equal(sent.length, 32, "each failure still got its challenge");
-    }
-    const throttling = await logger.waitFor("throttling");
-    assert.equal(throttling.fields.address, "127.0.0.3");
-    assert.equal(throttling.fields.cooldownMs, 60_000);
-
-    // Now even the right secret from that address is turned away at once, with no challenge.
-    assert.equal((await sessionFrom("127.0.0.3", port, answerWith(SECRET))).length, 0);
-    const refused = await logger.waitFor("refused", { reason: "throttled" });
-    assert.ok(Number(refused.fields.retryInMs) > 50_000);
-
-    // Honest clients elsewhere do not notice.
-    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("fine") });
-    assert.equal(decoder.decode(reply), "FINE");
-    assert.equal(server.stats.throttled, 1);
-    assert.deepEqual(server.stats.refused, { throttled: 1 });
-  } finally {
-    await server.close();
+  const { server, logger, port } = started;
+  for (let i = 0; i < 3; i++) {
+    const sent = await sessionFrom("127.0.0.3", port, answerWith(WRONG));
+    assert.equal(sent.length, 32, "each failure still got its challenge");
   }
+  const throttling = await logger.waitFor("throttling");
+  assert.equal(throttling.fields.address, "127.0.0.3");
+  assert.equal(throttling.fields.cooldownMs, 60_000);
+
+  // Now even the right secret from that address is turned away at once, with no challenge.
+  assert.equal((await sessionFrom("127.0.0.3", port, answerWith(SECRET))).length, 0);
+  const refused = await logger.waitFor("refused", { reason: "throttled" });
+  assert.ok(Number(refused.fields.retryInMs) > 50_000);
+
+  // Honest clients elsewhere do not notice.
+  const reply = await exchange({ secret: SECRET, port, message: encoder.encode("fine") });
+  assert.equal(decoder.decode(reply), "FINE");
+  const stats = await server.stats();
+  assert.equal(stats.throttled, 1);
+  assert.deepEqual(stats.refused, { throttled: 1 });
 });
 
 Deno.test("a client that writes without reading makes the server stop reading it", async () => {
-  const { server, port } = await startServer();
+  await using started = await startServer();
+  const { server, port } = started;
   const client = await connect({ secret: SECRET, port });
   try {
     const total = 256 * 1024 * 1024;
@@ -152,7 +145,7 @@ Deno.test("a client that writes without reading makes the server stop reading it
       "the writer to stall or finish",
     );
     assert.equal(stalled, true, "all 256 MiB went in without the client reading a byte");
-    const readByServer = server.stats.bytesIn;
+    const readByServer = (await server.stats()).bytesIn;
     assert.ok(
       readByServer < 64 * 1024 * 1024,
       `the server read ${readByServer} bytes from a client that reads nothing`,
@@ -171,12 +164,12 @@ Deno.test("a client that writes without reading makes the server stop reading it
     assert.equal(received, total);
   } finally {
     client.close();
-    await server.close();
   }
 });
 
 Deno.test("the idle timeout also frees a client that never reads its replies", async () => {
-  const { server, logger, port } = await startServer({ idleTimeoutMs: 300 });
+  await using started = await startServer({ idleTimeoutMs: 300 });
+  const { server, logger, port } = started;
   const raw = await openAuthenticated(port);
   try {
     // Push until the server's write blocks: no byte moves either way from then on.
@@ -190,52 +183,45 @@ Deno.test("the idle timeout also frees a client that never reads its replies", a
     })();
     await logger.waitFor("idle-timeout", { remote: raw.remote });
     await pushing;
-    assert.equal(server.stats.idleClosed, 1);
+    assert.equal((await server.stats()).idleClosed, 1);
   } finally {
     raw.conn.close();
-    await server.close();
   }
 });
 
 Deno.test("a reset during the handshake counts as an incomplete answer (PROTOCOL.md §3)", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const { default: net } = await import("node:net");
-    const socket = net.connect({ host: "127.0.0.1", port });
-    await new Promise((resolve) => socket.once("data", resolve)); // the challenge
-    socket.write("abc");
-    socket.resetAndDestroy();
-    await new Promise((resolve) => socket.once("close", resolve));
-    const rejected = await logger.waitFor("rejected");
-    assert.equal(rejected.fields.reason, "incomplete-answer");
-    const { accepted, authenticated, rejected: byReason, refused } = server.stats;
-    assert.equal(
-      accepted,
-      authenticated + Object.values(byReason).reduce((a, b) => a + b, 0) +
-        Object.values(refused).reduce((a, b) => a + (b ?? 0), 0),
-    );
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { server, logger, port } = started;
+  const { default: net } = await import("node:net");
+  const socket = net.connect({ host: "127.0.0.1", port });
+  await new Promise((resolve) => socket.once("data", resolve)); // the challenge
+  socket.write("abc");
+  socket.resetAndDestroy();
+  await new Promise((resolve) => socket.once("close", resolve));
+  const rejected = await logger.waitFor("rejected");
+  assert.equal(rejected.fields.reason, "incomplete-answer");
+  const { accepted, authenticated, rejected: byReason, refused } = await server.stats();
+  assert.equal(
+    accepted,
+    authenticated + Object.values(byReason).reduce((a, b) => a + b, 0) +
+      Object.values(refused).reduce((a, b) => a + (b ?? 0), 0),
+  );
 });
 
 Deno.test("before authentication the server reads only the answer, whatever is sent", async () => {
-  const { server, logger, port } = await startServer();
+  await using started = await startServer();
+  const { logger, port } = started;
+  const raw = await openRaw(port);
   try {
-    const raw = await openRaw(port);
-    try {
-      // 1 MiB of garbage: the server must decide on the first 40 bytes and hang up.
-      await writeAll(raw.conn, new Uint8Array(1024 * 1024).fill(0x7a)).catch(() => {});
-      assert.equal((await readToEnd(raw.conn)).length, 0);
-    } finally {
-      raw.conn.close();
-    }
-    const closed = await logger.waitFor("closed", { remote: raw.remote });
-    assert.equal(closed.fields.bytesIn, 40);
-    assert.equal((await logger.waitFor("rejected")).fields.reason, "malformed-answer");
+    // 1 MiB of garbage: the server must decide on the first 40 bytes and hang up.
+    await writeAll(raw.conn, new Uint8Array(1024 * 1024).fill(0x7a)).catch(() => {});
+    assert.equal((await readToEnd(raw.conn)).length, 0);
   } finally {
-    await server.close();
+    raw.conn.close();
   }
+  const closed = await logger.waitFor("closed", { remote: raw.remote });
+  assert.equal(closed.fields.bytesIn, 40);
+  assert.equal((await logger.waitFor("rejected")).fields.reason, "malformed-answer");
 });
 
 Deno.test("authenticateClient() over random input never throws and never reads past the answer or the hello", async () => {
@@ -334,7 +320,7 @@ Deno.test("a reconnect storm: 10 000 clients at once are all challenged and serv
   try {
     const port = await server.port();
     const clients = 10_000;
-    const key = await importSecretKey(SECRET);
+    const keys = await SecretKeys.import(SECRET);
     const message = encoder.encode("storm");
     const results = await withTimeout(
       Promise.all(Array.from({ length: clients }, async () => {
@@ -342,7 +328,7 @@ Deno.test("a reconnect storm: 10 000 clients at once are all challenged and serv
         try {
           const challenge = new Uint8Array(32);
           for (let got = 0; got < 32;) got += (await conn.read(challenge.subarray(got)))!;
-          await writeAll(conn, await computeAnswer(key, challenge));
+          await writeAll(conn, await computeAnswer(keys, challenge));
           await writeAll(conn, message);
           await conn.closeWrite();
           return decoder.decode(await readToEnd(conn));

@@ -5,11 +5,17 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, exchange } from "../client.ts";
-import { authenticateClient } from "../handshake.ts";
-import { deriveFrameKeys, sendHello } from "../handshake_v2.ts";
-import { FramedConnection, FrameError, type FrameErrorReason, type FrameKeys } from "../frames.ts";
-import { createChallenge, SecretKeys } from "../keys.ts";
+import { connect, exchange } from "../client/client.ts";
+import { authenticateClient } from "../protocol/handshake.ts";
+import { deriveFrameKeys, sendHello } from "../protocol/v2.ts";
+import {
+  FramedConnection,
+  FrameError,
+  type FrameErrorReason,
+  type FrameKeys,
+} from "../protocol/frames.ts";
+import { createChallenge } from "../protocol/challenge.ts";
+import { SecretKeys } from "../protocol/keys.ts";
 import { concat, writeAll } from "../_io.ts";
 import { decoder, encoder, openRaw, readToEnd, SECRET, startServer } from "./_helpers.ts";
 
@@ -77,53 +83,50 @@ const PASSED: Record<string, string[]> = {
 for (const mode of ["integrity", "encrypt"] as const) {
   for (const [what, reason, attack] of ATTACKS) {
     Deno.test(`${mode} frames: ${what} closes the connection as ${reason} (§11)`, async () => {
-      const { server, logger, port } = await startServer();
-      try {
-        const raw = await openRaw(port);
-        const hello = await sendHello(raw.conn, keys, raw.challenge, { digest: "sha256", mode });
-        assert.equal(hello.outcome, "accepted");
-        const frameKeys = (hello as { session: { frameKeys: FrameKeys } }).session.frameKeys;
-        const seal = frameSealer(frameKeys);
-        const frames = {
-          f0: await seal.frame("abc"),
-          f1: await seal.frame("def"),
-          end: await seal.end(),
-        };
-        await writeAll(raw.conn, concat(attack(frames)));
-        await raw.conn.closeWrite();
-        const reply = await readToEnd(raw.conn);
-        raw.conn.close();
+      await using started = await startServer();
+      const { server, logger, port } = started;
+      const raw = await openRaw(port);
+      const hello = await sendHello(raw.conn, keys, raw.challenge, { digest: "sha256", mode });
+      assert.equal(hello.outcome, "accepted");
+      const frameKeys = (hello as { session: { frameKeys: FrameKeys } }).session.frameKeys;
+      const seal = frameSealer(frameKeys);
+      const frames = {
+        f0: await seal.frame("abc"),
+        f1: await seal.frame("def"),
+        end: await seal.end(),
+      };
+      await writeAll(raw.conn, concat(attack(frames)));
+      await raw.conn.closeWrite();
+      const reply = await readToEnd(raw.conn);
+      raw.conn.close();
 
-        const rejected = await logger.waitFor("frame-rejected", { remote: raw.remote });
-        assert.equal(rejected.fields.reason, reason);
-        assert.deepEqual(server.stats.frameErrors, { [reason]: 1 });
-        // What came back decodes only to replies to frames that passed, and never ends cleanly.
-        const client = new FramedConnection(
-          { read: readerOf(reply), write: () => Promise.reject(new Error("read-only")) },
-          { mode, send: frameKeys.send, receive: frameKeys.receive },
-        );
-        const received: string[] = [];
-        const buffer = new Uint8Array(64);
-        await assert.rejects(
-          (async () => {
-            for (let n; (n = await client.read(buffer)) !== null;) {
-              received.push(decoder.decode(buffer.subarray(0, n)));
-            }
-          })(),
-          (error: unknown) => error instanceof FrameError && error.reason === "truncated-stream",
-        );
-        assert.deepEqual(received, PASSED[what] ?? []);
-        // Everyone else is still served.
-        const honest = await exchange({
-          secret: SECRET,
-          port,
-          mode,
-          message: encoder.encode("ok"),
-        });
-        assert.equal(decoder.decode(honest), "OK");
-      } finally {
-        await server.close();
-      }
+      const rejected = await logger.waitFor("frame-rejected", { remote: raw.remote });
+      assert.equal(rejected.fields.reason, reason);
+      assert.deepEqual((await server.stats()).frameErrors, { [reason]: 1 });
+      // What came back decodes only to replies to frames that passed, and never ends cleanly.
+      const client = new FramedConnection(
+        { read: readerOf(reply), write: () => Promise.reject(new Error("read-only")) },
+        { mode, send: frameKeys.send, receive: frameKeys.receive },
+      );
+      const received: string[] = [];
+      const buffer = new Uint8Array(64);
+      await assert.rejects(
+        (async () => {
+          for (let n; (n = await client.read(buffer)) !== null;) {
+            received.push(decoder.decode(buffer.subarray(0, n)));
+          }
+        })(),
+        (error: unknown) => error instanceof FrameError && error.reason === "truncated-stream",
+      );
+      assert.deepEqual(received, PASSED[what] ?? []);
+      // Everyone else is still served.
+      const honest = await exchange({
+        secret: SECRET,
+        port,
+        mode,
+        message: encoder.encode("ok"),
+      });
+      assert.equal(decoder.decode(honest), "OK");
     });
   }
 }
@@ -193,27 +196,24 @@ Deno.test("the client treats a reply cut before the server's end frame as an err
 });
 
 Deno.test("encrypt frames hide the payload on the wire; integrity frames carry it in clear (§11)", async () => {
-  const { server, port } = await startServer();
-  try {
-    const secretText = "the launch code is 0000";
-    for (const mode of ["integrity", "encrypt"] as const) {
-      const raw = await openRaw(port);
-      const hello = await sendHello(raw.conn, keys, raw.challenge, { digest: "sha256", mode });
-      assert.equal(hello.outcome, "accepted");
-      const frameKeys = (hello as { session: { frameKeys: FrameKeys } }).session.frameKeys;
-      const seal = frameSealer(frameKeys);
-      const frame = await seal.frame(secretText);
-      const wire = decoder.decode(frame);
-      assert.equal(wire.includes(secretText), mode === "integrity", mode);
-      // And the reply, as it crosses the wire.
-      await writeAll(raw.conn, concat([frame, await seal.end()]));
-      await raw.conn.closeWrite();
-      const reply = decoder.decode(await readToEnd(raw.conn));
-      assert.equal(reply.includes(secretText.toUpperCase()), mode === "integrity", mode);
-      raw.conn.close();
-    }
-  } finally {
-    await server.close();
+  await using started = await startServer();
+  const { port } = started;
+  const secretText = "the launch code is 0000";
+  for (const mode of ["integrity", "encrypt"] as const) {
+    const raw = await openRaw(port);
+    const hello = await sendHello(raw.conn, keys, raw.challenge, { digest: "sha256", mode });
+    assert.equal(hello.outcome, "accepted");
+    const frameKeys = (hello as { session: { frameKeys: FrameKeys } }).session.frameKeys;
+    const seal = frameSealer(frameKeys);
+    const frame = await seal.frame(secretText);
+    const wire = decoder.decode(frame);
+    assert.equal(wire.includes(secretText), mode === "integrity", mode);
+    // And the reply, as it crosses the wire.
+    await writeAll(raw.conn, concat([frame, await seal.end()]));
+    await raw.conn.closeWrite();
+    const reply = decoder.decode(await readToEnd(raw.conn));
+    assert.equal(reply.includes(secretText.toUpperCase()), mode === "integrity", mode);
+    raw.conn.close();
   }
 });
 

@@ -1,20 +1,16 @@
 /** The handshake module against docs/PROTOCOL.md §1-§3 and RFC 2202. */
 
 import assert from "node:assert/strict";
+import { authenticateClient } from "../protocol/handshake.ts";
 import {
-  ANSWER_LENGTH,
-  answerChallenge,
-  authenticateClient,
   CHALLENGE_LENGTH,
   ChallengeError,
-  computeAnswer,
   createChallenge,
-  decodeAnswer,
-  importSecretKey,
-  verifyAnswer,
-} from "../handshake.ts";
-import { SecretKeys } from "../keys.ts";
-import type { ByteStream } from "../_io.ts";
+  readChallenge,
+} from "../protocol/challenge.ts";
+import { ANSWER_LENGTH, computeAnswer, decodeAnswer, verifyAnswer } from "../protocol/v1.ts";
+import { SecretKeys } from "../protocol/keys.ts";
+import { type ByteStream, writeAll } from "../_io.ts";
 import { decoder, encoder } from "./_helpers.ts";
 
 function hex(text: string): Uint8Array {
@@ -39,22 +35,22 @@ const RFC_2202 = [
 
 for (const vector of RFC_2202) {
   Deno.test(`computeAnswer() gives the RFC 2202 HMAC-SHA1 digest, ${vector.name}`, async () => {
-    const key = await importSecretKey(vector.key);
-    const answer = await computeAnswer(key, vector.data);
+    const keys = await SecretKeys.import(vector.key);
+    const answer = await computeAnswer(keys, vector.data);
     assert.equal(decoder.decode(answer), vector.digest);
   });
 
   Deno.test(`verifyAnswer() accepts the RFC 2202 digest, ${vector.name}`, async () => {
-    const key = await importSecretKey(vector.key);
-    const outcome = await verifyAnswer(key, vector.data, encoder.encode(vector.digest));
+    const keys = await SecretKeys.import(vector.key);
+    const outcome = await verifyAnswer(keys, vector.data, encoder.encode(vector.digest));
     assert.deepEqual(outcome, { authenticated: true, protocol: 1 });
   });
 }
 
 Deno.test("computeAnswer() is 40 lowercase hex ASCII bytes (PROTOCOL.md §2)", async () => {
-  const key = await importSecretKey(encoder.encode("k"));
+  const keys = await SecretKeys.import(encoder.encode("k"));
   for (let i = 0; i < 50; i++) {
-    const answer = await computeAnswer(key, createChallenge());
+    const answer = await computeAnswer(keys, createChallenge());
     assert.equal(answer.length, ANSWER_LENGTH);
     assert.match(decoder.decode(answer), /^[0-9a-f]{40}$/);
   }
@@ -72,10 +68,10 @@ Deno.test("createChallenge() draws 32 fresh bytes each time (PROTOCOL.md §1)", 
 
 Deno.test("verifyAnswer() accepts uppercase and mixed-case hex (PROTOCOL.md §2)", async () => {
   const [vector] = RFC_2202;
-  const key = await importSecretKey(vector.key);
+  const keys = await SecretKeys.import(vector.key);
   const mixed = [...vector.digest].map((c, i) => i % 2 ? c.toUpperCase() : c).join("");
   for (const answer of [vector.digest.toUpperCase(), mixed]) {
-    assert.deepEqual(await verifyAnswer(key, vector.data, encoder.encode(answer)), {
+    assert.deepEqual(await verifyAnswer(keys, vector.data, encoder.encode(answer)), {
       protocol: 1,
       authenticated: true,
     });
@@ -84,8 +80,8 @@ Deno.test("verifyAnswer() accepts uppercase and mixed-case hex (PROTOCOL.md §2)
 
 Deno.test("verifyAnswer() rejects with a specific reason (PROTOCOL.md §3)", async (t) => {
   const [vector] = RFC_2202;
-  const key = await importSecretKey(vector.key);
-  const check = (answer: string) => verifyAnswer(key, vector.data, encoder.encode(answer));
+  const keys = await SecretKeys.import(vector.key);
+  const check = (answer: string) => verifyAnswer(keys, vector.data, encoder.encode(answer));
 
   await t.step("too short: incomplete-answer", async () => {
     const outcome = await check(vector.digest.slice(0, 39));
@@ -108,8 +104,8 @@ Deno.test("verifyAnswer() rejects with a specific reason (PROTOCOL.md §3)", asy
     assert.equal(!outcome.authenticated && outcome.reason, "wrong-digest");
   });
   await t.step("the right digest of another key: wrong-digest", async () => {
-    const other = await computeAnswer(await importSecretKey(encoder.encode("x")), vector.data);
-    const outcome = await verifyAnswer(key, vector.data, other);
+    const other = await computeAnswer(await SecretKeys.import(encoder.encode("x")), vector.data);
+    const outcome = await verifyAnswer(keys, vector.data, other);
     assert.equal(!outcome.authenticated && outcome.reason, "wrong-digest");
   });
 });
@@ -140,8 +136,8 @@ Deno.test("decodeAnswer() never throws and accepts exactly the hex strings, over
   }
 });
 
-Deno.test("importSecretKey() refuses an empty secret with a RangeError", () => {
-  assert.throws(() => importSecretKey(new Uint8Array(0)), RangeError);
+Deno.test("SecretKeys.import() refuses an empty secret with a RangeError", async () => {
+  await assert.rejects(SecretKeys.import(new Uint8Array(0)), RangeError);
 });
 
 /** A stream fed from a fixed input that records what was written and what was consumed. */
@@ -185,20 +181,19 @@ Deno.test("authenticateClient() reads 40 bytes and no more before deciding (PROT
   }
 });
 
-Deno.test("answerChallenge() reads the challenge and sends an answer verifyAnswer() accepts", async () => {
-  const key = await importSecretKey(encoder.encode("shared"));
+Deno.test("readChallenge() then computeAnswer() sends an answer verifyAnswer() accepts", async () => {
+  const keys = await SecretKeys.import(encoder.encode("shared"));
   const challenge = createChallenge();
   const client = new ScriptedStream(challenge, 5);
-  await answerChallenge(client, key);
+  await writeAll(client, await computeAnswer(keys, await readChallenge(client)));
   assert.equal(client.written.length, ANSWER_LENGTH);
-  const outcome = await verifyAnswer(key, challenge, new Uint8Array(client.written));
+  const outcome = await verifyAnswer(keys, challenge, new Uint8Array(client.written));
   assert.deepEqual(outcome, { authenticated: true, protocol: 1 });
 });
 
-Deno.test("answerChallenge() throws ChallengeError on a short challenge", async () => {
-  const key = await importSecretKey(encoder.encode("shared"));
+Deno.test("readChallenge() throws ChallengeError on a short challenge", async () => {
   await assert.rejects(
-    answerChallenge(new ScriptedStream(new Uint8Array(31)), key),
+    readChallenge(new ScriptedStream(new Uint8Array(31))),
     (error: unknown) => error instanceof ChallengeError && /after 31 of 32/.test(error.message),
   );
 });

@@ -4,15 +4,17 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, exchange, HandshakeRejectedError, ServerAuthenticationError } from "../client.ts";
-import { authenticateClient, readChallenge } from "../handshake.ts";
 import {
-  computeProof,
-  encodeHelloHead,
-  type FrameMode,
-  REJECTION_STATUS,
-} from "../handshake_v2.ts";
-import { createChallenge, type DigestName, DIGESTS, SecretKeys } from "../keys.ts";
+  connect,
+  exchange,
+  HandshakeRejectedError,
+  ServerAuthenticationError,
+} from "../client/client.ts";
+import { authenticateClient } from "../protocol/handshake.ts";
+import { createChallenge, readChallenge } from "../protocol/challenge.ts";
+import type { FrameMode } from "../protocol/frames.ts";
+import { computeProof, encodeHelloHead, REJECTION_STATUS } from "../protocol/v2.ts";
+import { type DigestName, DIGESTS, SecretKeys } from "../protocol/keys.ts";
 import { concat, writeAll } from "../_io.ts";
 import {
   answerRaw,
@@ -54,66 +56,57 @@ async function helloFor(
 for (const digest of DIGEST_NAMES) {
   for (const mode of MODES) {
     Deno.test(`v2 with ${digest} in mode ${mode}: both sides authenticated, echo intact (§9-§11)`, async () => {
-      const { server, logger, port } = await startServer();
-      try {
-        const text = "v2: grüße, ﬁne, 😀 ".repeat(50);
-        const reply = await exchange({
-          secret: SECRET,
-          port,
-          digest,
-          mode,
-          message: encoder.encode(text),
-        });
-        assert.equal(decoder.decode(reply), text.toUpperCase());
-        const authenticated = await logger.waitFor("authenticated");
-        assert.deepEqual(
-          [authenticated.fields.protocol, authenticated.fields.digest, authenticated.fields.mode],
-          [2, digest, mode],
-        );
-        assert.equal(server.stats.authenticatedV2, 1);
-      } finally {
-        await server.close();
-      }
+      await using started = await startServer();
+      const { server, logger, port } = started;
+      const text = "v2: grüße, ﬁne, 😀 ".repeat(50);
+      const reply = await exchange({
+        secret: SECRET,
+        port,
+        digest,
+        mode,
+        message: encoder.encode(text),
+      });
+      assert.equal(decoder.decode(reply), text.toUpperCase());
+      const authenticated = await logger.waitFor("authenticated");
+      assert.deepEqual(
+        [authenticated.fields.protocol, authenticated.fields.digest, authenticated.fields.mode],
+        [2, digest, mode],
+      );
+      assert.equal((await server.stats()).authenticatedV2, 1);
     });
   }
 }
 
 for (const mode of ["integrity", "encrypt"] as const) {
   Deno.test(`v2 ${mode}: 3 MiB in frames of at most 64 KiB comes back whole and in order`, async () => {
-    const { server, port } = await startServer();
-    try {
-      const message = new Uint8Array(3 * 1024 * 1024 + 7);
-      for (let i = 0; i < message.length; i++) message[i] = 0x61 + (i % 26);
-      const reply = await exchange({ secret: SECRET, port, mode, message });
-      assert.equal(reply.length, message.length);
-      assert.ok(
-        reply.every((byte, i) => byte === message[i] - 0x20),
-        "every byte upper-cased, in order",
-      );
-    } finally {
-      await server.close();
-    }
+    await using started = await startServer();
+    const { port } = started;
+    const message = new Uint8Array(3 * 1024 * 1024 + 7);
+    for (let i = 0; i < message.length; i++) message[i] = 0x61 + (i % 26);
+    const reply = await exchange({ secret: SECRET, port, mode, message });
+    assert.equal(reply.length, message.length);
+    assert.ok(
+      reply.every((byte, i) => byte === message[i] - 0x20),
+      "every byte upper-cased, in order",
+    );
   });
 }
 
 Deno.test("a server requiring v2 refuses a v1 answer (v1-refused, §8)", async () => {
-  const { server, logger, port } = await startServer({ require: "v2" });
-  try {
-    await assert.rejects(
-      exchange({ secret: SECRET, port, protocol: 1, message: encoder.encode("hi") }),
-      HandshakeRejectedError,
-    );
-    assert.equal((await logger.waitFor("rejected")).fields.reason, "v1-refused");
-    // A hang-up or garbage is not a v1 client: it keeps the reason v1 gives it (§3).
-    for (
-      const [bytes, reason] of [["", "incomplete-answer"], ["z".repeat(40), "malformed-answer"]]
-    ) {
-      const { reply, remote } = await answerRaw(port, () => encoder.encode(bytes));
-      assert.equal(reply.length, 0);
-      assert.equal((await logger.waitFor("rejected", { remote })).fields.reason, reason);
-    }
-  } finally {
-    await server.close();
+  await using started = await startServer({ require: "v2" });
+  const { logger, port } = started;
+  await assert.rejects(
+    exchange({ secret: SECRET, port, protocol: 1, message: encoder.encode("hi") }),
+    HandshakeRejectedError,
+  );
+  assert.equal((await logger.waitFor("rejected")).fields.reason, "v1-refused");
+  // A hang-up or garbage is not a v1 client: it keeps the reason v1 gives it (§3).
+  for (
+    const [bytes, reason] of [["", "incomplete-answer"], ["z".repeat(40), "malformed-answer"]]
+  ) {
+    const { reply, remote } = await answerRaw(port, () => encoder.encode(bytes));
+    assert.equal(reply.length, 0);
+    assert.equal((await logger.waitFor("rejected", { remote })).fields.reason, reason);
   }
 });
 
@@ -124,52 +117,46 @@ for (
   ] as const
 ) {
   Deno.test(`a server requiring ${require} refuses weaker modes with mode-refused (§9)`, async () => {
-    const { server, logger, port } = await startServer({ require });
-    try {
-      for (const mode of refused) {
-        await assert.rejects(
-          exchange({ secret: SECRET, port, mode, message: encoder.encode("x") }),
-          (error: unknown) =>
-            error instanceof HandshakeRejectedError && error.reason === "mode-refused" &&
-            /add --integrity or --encrypt/.test(error.message),
-        );
-      }
-      for (const mode of accepted) {
-        const reply = await exchange({ secret: SECRET, port, mode, message: encoder.encode("y") });
-        assert.equal(decoder.decode(reply), "Y");
-      }
-      assert.deepEqual(server.stats.rejected, { "mode-refused": refused.length });
-      assert.equal(logger.find("rejected", { reason: "mode-refused" }).length, refused.length);
-    } finally {
-      await server.close();
+    await using started = await startServer({ require });
+    const { server, logger, port } = started;
+    for (const mode of refused) {
+      await assert.rejects(
+        exchange({ secret: SECRET, port, mode, message: encoder.encode("x") }),
+        (error: unknown) =>
+          error instanceof HandshakeRejectedError && error.reason === "mode-refused" &&
+          /requires frames this client did not ask for \(mode-refused\)/.test(error.message),
+      );
     }
+    for (const mode of accepted) {
+      const reply = await exchange({ secret: SECRET, port, mode, message: encoder.encode("y") });
+      assert.equal(decoder.decode(reply), "Y");
+    }
+    assert.deepEqual((await server.stats()).rejected, { "mode-refused": refused.length });
+    assert.equal(logger.find("rejected", { reason: "mode-refused" }).length, refused.length);
   });
 }
 
 Deno.test("a server can forbid SHA-1: a v2 client naming it is refused with unsupported-digest", async () => {
-  const { server, logger, port } = await startServer({ digests: ["sha256", "sha512"] });
-  try {
-    await assert.rejects(
-      exchange({ secret: SECRET, port, digest: "sha1", message: encoder.encode("x") }),
-      (error: unknown) =>
-        error instanceof HandshakeRejectedError && error.reason === "unsupported-digest",
-    );
-    const rejected = await logger.waitFor("rejected");
-    assert.equal(rejected.fields.reason, "unsupported-digest");
-    assert.match(
-      String(rejected.fields.detail),
-      /"sha1" is not allowed here \(allowed: sha256, sha512\)/,
-    );
-    const reply = await exchange({
-      secret: SECRET,
-      port,
-      digest: "sha512",
-      message: encoder.encode("z"),
-    });
-    assert.equal(decoder.decode(reply), "Z");
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer({ digests: ["sha256", "sha512"] });
+  const { logger, port } = started;
+  await assert.rejects(
+    exchange({ secret: SECRET, port, digest: "sha1", message: encoder.encode("x") }),
+    (error: unknown) =>
+      error instanceof HandshakeRejectedError && error.reason === "unsupported-digest",
+  );
+  const rejected = await logger.waitFor("rejected");
+  assert.equal(rejected.fields.reason, "unsupported-digest");
+  assert.match(
+    String(rejected.fields.detail),
+    /"sha1" is not allowed here \(allowed: sha256, sha512\)/,
+  );
+  const reply = await exchange({
+    secret: SECRET,
+    port,
+    digest: "sha512",
+    message: encoder.encode("z"),
+  });
+  assert.equal(decoder.decode(reply), "Z");
 });
 
 Deno.test("malformed and unknown hellos get their status byte and reason, then the connection ends (§9)", async () => {
@@ -196,7 +183,7 @@ Deno.test("malformed and unknown hellos get their status byte and reason, then t
       const rejected = await logger.waitFor("rejected", { reason });
       assert.ok(rejected, what);
     }
-    assert.equal(server.stats.authenticated, 0);
+    assert.equal((await server.stats()).authenticated, 0);
     // The name from the wire is logged escaped, never raw.
     assert.ok(
       logger.find("rejected").some((entry) =>
@@ -209,114 +196,99 @@ Deno.test("malformed and unknown hellos get their status byte and reason, then t
 });
 
 Deno.test("truncated hellos are rejected as incomplete-hello, at every kind of cut (§9)", async () => {
-  const { server, logger, port } = await startServer({ throttle: false });
-  try {
-    // 74 bytes in all for SHA-256: cut inside the first 40, just after them, and one byte short.
-    for (const cut of [1, 8, 39, 40, 41, 73]) {
-      const { reply, remote } = await answerRaw(
-        port,
-        async (challenge) => (await helloFor(challenge)).subarray(0, cut),
-      );
-      assert.equal(reply.length, 0, `no status byte after ${cut} bytes`);
-      const rejected = await logger.waitFor("rejected", { remote });
-      assert.equal(rejected.fields.reason, "incomplete-hello", `cut at ${cut}`);
-    }
-  } finally {
-    await server.close();
+  await using started = await startServer({ throttle: false });
+  const { logger, port } = started;
+  // 74 bytes in all for SHA-256: cut inside the first 40, just after them, and one byte short.
+  for (const cut of [1, 8, 39, 40, 41, 73]) {
+    const { reply, remote } = await answerRaw(
+      port,
+      async (challenge) => (await helloFor(challenge)).subarray(0, cut),
+    );
+    assert.equal(reply.length, 0, `no status byte after ${cut} bytes`);
+    const rejected = await logger.waitFor("rejected", { remote });
+    assert.equal(rejected.fields.reason, "incomplete-hello", `cut at ${cut}`);
   }
 });
 
 Deno.test("reflection: the server's own challenge sent back as the client's is refused (§9)", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const { reply: reply } = await answerRaw(
-      port,
-      (challenge) => helloFor(challenge, { clientChallenge: challenge }),
-    );
-    assert.deepEqual([...reply], [REJECTION_STATUS["reflected-challenge"]]);
-    assert.equal((await logger.waitFor("rejected")).fields.reason, "reflected-challenge");
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { logger, port } = started;
+  const { reply: reply } = await answerRaw(
+    port,
+    (challenge) => helloFor(challenge, { clientChallenge: challenge }),
+  );
+  assert.deepEqual([...reply], [REJECTION_STATUS["reflected-challenge"]]);
+  assert.equal((await logger.waitFor("rejected")).fields.reason, "reflected-challenge");
 });
 
 Deno.test("relay: an honest hello recorded in one session fails in another (wrong-proof, §9)", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const sessionA = await openRaw(port);
-    const recorded = await helloFor(sessionA.challenge);
-    // The honest client's hello is taken to another session instead of its own.
-    const { reply: reply } = await answerRaw(port, () => recorded);
-    assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
-    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
-    // In its own session the same hello is accepted: the proof was valid, only misplaced.
-    await writeAll(sessionA.conn, recorded);
-    const status = await readExactly(sessionA.conn, 1 + 32);
-    assert.equal(status[0], 0);
-    sessionA.conn.close();
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { logger, port } = started;
+  const sessionA = await openRaw(port);
+  const recorded = await helloFor(sessionA.challenge);
+  // The honest client's hello is taken to another session instead of its own.
+  const { reply: reply } = await answerRaw(port, () => recorded);
+  assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
+  assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
+  // In its own session the same hello is accepted: the proof was valid, only misplaced.
+  await writeAll(sessionA.conn, recorded);
+  const status = await readExactly(sessionA.conn, 1 + 32);
+  assert.equal(status[0], 0);
+  sessionA.conn.close();
 });
 
 Deno.test("downgrade: a hello whose mode was rewritten on the way fails its proof (§9)", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const { reply: reply } = await answerRaw(port, async (challenge) => {
-      const hello = await helloFor(challenge, { mode: "integrity" });
-      hello[9] = 0x00; // "{sha256}" 02 [mode]: integrity becomes plain
-      return hello;
-    });
-    assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
-    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { logger, port } = started;
+  const { reply: reply } = await answerRaw(port, async (challenge) => {
+    const hello = await helloFor(challenge, { mode: "integrity" });
+    hello[9] = 0x00; // "{sha256}" 02 [mode]: integrity becomes plain
+    return hello;
+  });
+  assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
+  assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
 });
 
 Deno.test("replay: a whole recorded client session, sent again, is refused at the hello", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    // Record what an honest integrity client sends, through a relay that keeps a copy.
-    const recorded: Uint8Array[] = [];
-    const relay = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const relaying = (async () => {
-      const fromClient = await relay.accept();
-      const toServer = await Deno.connect({ hostname: "127.0.0.1", port });
-      const upstream = (async () => {
-        const buffer = new Uint8Array(65536);
-        for (let n; (n = await fromClient.read(buffer)) !== null;) {
-          recorded.push(buffer.slice(0, n));
-          await writeAll(toServer, buffer.subarray(0, n));
-        }
-        await toServer.closeWrite();
-      })();
+  await using started = await startServer();
+  const { server, logger, port } = started;
+  // Record what an honest integrity client sends, through a relay that keeps a copy.
+  const recorded: Uint8Array[] = [];
+  const relay = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const relaying = (async () => {
+    const fromClient = await relay.accept();
+    const toServer = await Deno.connect({ hostname: "127.0.0.1", port });
+    const upstream = (async () => {
       const buffer = new Uint8Array(65536);
-      for (let n; (n = await toServer.read(buffer)) !== null;) {
-        await writeAll(fromClient, buffer.subarray(0, n));
+      for (let n; (n = await fromClient.read(buffer)) !== null;) {
+        recorded.push(buffer.slice(0, n));
+        await writeAll(toServer, buffer.subarray(0, n));
       }
-      await upstream;
-      fromClient.close();
-      toServer.close();
+      await toServer.closeWrite();
     })();
-    const reply = await exchange({
-      secret: SECRET,
-      port: relay.addr.port,
-      mode: "integrity",
-      message: encoder.encode("transfer 100 to bob"),
-    });
-    assert.equal(decoder.decode(reply), "TRANSFER 100 TO BOB");
-    await relaying;
-    relay.close();
-    await logger.waitFor("closed");
+    const buffer = new Uint8Array(65536);
+    for (let n; (n = await toServer.read(buffer)) !== null;) {
+      await writeAll(fromClient, buffer.subarray(0, n));
+    }
+    await upstream;
+    fromClient.close();
+    toServer.close();
+  })();
+  const reply = await exchange({
+    secret: SECRET,
+    port: relay.addr.port,
+    mode: "integrity",
+    message: encoder.encode("transfer 100 to bob"),
+  });
+  assert.equal(decoder.decode(reply), "TRANSFER 100 TO BOB");
+  await relaying;
+  relay.close();
+  await logger.waitFor("closed");
 
-    const { reply: echoed } = await answerRaw(port, () => concat(recorded));
-    assert.deepEqual([...echoed], [REJECTION_STATUS["wrong-proof"]], "only a status byte, no echo");
-    assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
-    assert.equal(server.stats.authenticated, 1);
-  } finally {
-    await server.close();
-  }
+  const { reply: echoed } = await answerRaw(port, () => concat(recorded));
+  assert.deepEqual([...echoed], [REJECTION_STATUS["wrong-proof"]], "only a status byte, no echo");
+  assert.equal((await logger.waitFor("rejected")).fields.reason, "wrong-proof");
+  assert.equal((await server.stats()).authenticated, 1);
 });
 
 /** A fake server: sends a challenge, reads a hello, then does whatever `respond` says. */
@@ -401,23 +373,20 @@ Deno.test("replay against a client: a server's proof from another session does n
 
 Deno.test("a v2 server proves itself with the previous secret to a client still on it (rotation)", async () => {
   const previous = encoder.encode("the old secret");
-  const { server, logger, port } = await startServer({
+  await using started = await startServer({
     secret: encoder.encode("the new one"),
     previousSecret: previous,
   });
-  try {
-    const reply = await exchange({
-      secret: previous,
-      port,
-      mode: "encrypt",
-      message: encoder.encode("old"),
-    });
-    assert.equal(decoder.decode(reply), "OLD");
-    await logger.waitFor("previous-secret-used");
-    assert.equal(server.stats.authenticatedWithPrevious, 1);
-  } finally {
-    await server.close();
-  }
+  const { server, logger, port } = started;
+  const reply = await exchange({
+    secret: previous,
+    port,
+    mode: "encrypt",
+    message: encoder.encode("old"),
+  });
+  assert.equal(decoder.decode(reply), "OLD");
+  await logger.waitFor("previous-secret-used");
+  assert.equal((await server.stats()).authenticatedWithPrevious, 1);
 });
 
 Deno.test("authenticateClient() reads exactly the hello, and bytes after it are the service's (§9)", async () => {
@@ -452,7 +421,8 @@ Deno.test("authenticateClient() reads exactly the hello, and bytes after it are 
 
 Deno.test("readChallenge() and a v2 hello to a server that closes at once are told apart", async () => {
   // A refusing server (at its cap) closes before the challenge: ChallengeError, as in v1.
-  const { server, port } = await startServer({ maxConnections: 1 });
+  await using started = await startServer({ maxConnections: 1 });
+  const { port } = started;
   const held = await openRaw(port);
   try {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -463,7 +433,6 @@ Deno.test("readChallenge() and a v2 hello to a server that closes at once are to
     conn.close();
   } finally {
     held.conn.close();
-    await server.close();
   }
 });
 
@@ -474,7 +443,7 @@ Deno.test("connect() refuses option combinations that cannot work, before dialli
     [{ secret: SECRET, mode: "secret" as "plain" }, /mode must be plain, integrity or encrypt/],
     [{ secret: SECRET, protocol: 1, mode: "integrity" }, /protocol 1 has no frames/],
     [{ secret: SECRET, protocol: 1, digest: "sha256" }, /protocol 1 always uses HMAC-SHA1/],
-    [{ secret: SECRET, legacyDigest: true }, /sha1-prefix digest is a protocol 1 answer/],
+    [{ secret: SECRET, digest: "sha1-prefix" }, /sha1-prefix digest is a protocol 1 answer/],
   ];
   for (const [options, message] of cases) {
     // Port 1 on loopback: nothing listens there, so a dial would fail differently.

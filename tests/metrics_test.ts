@@ -1,8 +1,8 @@
 /** /metrics and /healthz: the library endpoint, and `serve --metrics-port` as a process. */
 
 import assert from "node:assert/strict";
-import { exchange, HandshakeRejectedError } from "../client.ts";
-import { serveMetrics } from "../metrics.ts";
+import { exchange, HandshakeRejectedError } from "../client/client.ts";
+import { serveMetrics } from "../server/metrics.ts";
 import { decoder, encoder, openAuthenticated, SECRET, startServer } from "./_helpers.ts";
 import { freshEnv, ServerProcess } from "./_process.ts";
 
@@ -22,9 +22,10 @@ async function get(url: string): Promise<{ status: number; body: string }> {
 }
 
 Deno.test("serveMetrics exposes the server's counters in Prometheus text format", async () => {
-  const { server, port } = await startServer();
+  await using started = await startServer();
+  const { server, port } = started;
   let draining = false;
-  const http = serveMetrics({ port: 0, stats: () => server.stats, draining: () => draining });
+  const http = serveMetrics({ port: 0, stats: () => server.stats(), draining: () => draining });
   const base = `http://127.0.0.1:${http.addr.port}`;
   try {
     await exchange({ secret: SECRET, port, message: encoder.encode("one") });
@@ -55,7 +56,6 @@ Deno.test("serveMetrics exposes the server's counters in Prometheus text format"
     assert.equal((await get(`${base}/nope`)).status, 404);
   } finally {
     await http.shutdown();
-    await server.close();
   }
 });
 
@@ -85,7 +85,7 @@ Deno.test("serve --metrics-port sums the workers, and /healthz drains on SIGTERM
     const port = await server.port();
     const metricsAt = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
     const variants = [
-      { protocol: 1, legacyDigest: true },
+      { protocol: 1, digest: "sha1-prefix" },
       { protocol: 1 },
       { protocol: 2, mode: "integrity" },
       { protocol: 2, mode: "encrypt" },

@@ -2,13 +2,14 @@
 
 import assert from "node:assert/strict";
 import { concat, readFull, writeAll } from "../_io.ts";
-import { computeAnswer, importSecretKey } from "../handshake.ts";
+import { SecretKeys } from "../protocol/keys.ts";
+import { computeAnswer } from "../protocol/v1.ts";
 import {
   looksLikeProxyHeader,
   ProxyHeaderError,
   readProxyHeader,
   TrustedProxies,
-} from "../proxy_protocol.ts";
+} from "../protocol/proxy_protocol.ts";
 import { decoder, encoder, readToEnd, SECRET, startServer } from "./_helpers.ts";
 
 function streamOf(bytes: Uint8Array) {
@@ -123,14 +124,16 @@ Deno.test("looksLikeProxyHeader recognises both versions from their first bytes"
 });
 
 Deno.test("TrustedProxies matches exact addresses and CIDR blocks, IPv4 and IPv6", () => {
-  const trusted = new TrustedProxies("127.0.0.1, 10.0.0.0/8,192.168.1.0/24,::1,fd00:1::/32");
+  const trusted = new TrustedProxies(
+    "127.0.0.1, 10.0.0.0/8,192.168.1.0/24,::1,fd00:1::/32".split(","),
+  );
   const yes = ["127.0.0.1", "10.1.2.3", "192.168.1.200", "::1", "fd00:1::7", "fd00:1:ffff::1"];
   const no = ["127.0.0.2", "11.0.0.1", "192.168.2.1", "::2", "fd00:2::1", "not an address", ""];
   for (const address of yes) assert.ok(trusted.trusts(address), address);
   for (const address of no) assert.ok(!trusted.trusts(address), address);
-  assert.ok(new TrustedProxies("0.0.0.0/0").trusts("203.0.113.9"));
-  assert.ok(!new TrustedProxies("0.0.0.0/0").trusts("::1"), "an IPv4 block never matches IPv6");
-  assert.ok(new TrustedProxies("2001:db8::/32").trusts("2001:db8:0:0:0:0:0:7"));
+  assert.ok(new TrustedProxies(["0.0.0.0/0"]).trusts("203.0.113.9"));
+  assert.ok(!new TrustedProxies(["0.0.0.0/0"]).trusts("::1"), "an IPv4 block never matches IPv6");
+  assert.ok(new TrustedProxies(["2001:db8::/32"]).trusts("2001:db8:0:0:0:0:0:7"));
   assert.ok(trusted.trusts("::ffff:10.1.2.3"), "IPv4-mapped IPv6 matches as IPv4");
   for (
     const bad of [
@@ -142,7 +145,7 @@ Deno.test("TrustedProxies matches exact addresses and CIDR blocks, IPv4 and IPv6
       "1.2.3.4/8/9",
     ]
   ) {
-    assert.throws(() => new TrustedProxies(bad), RangeError, bad);
+    assert.throws(() => new TrustedProxies([bad]), RangeError, bad);
   }
 });
 /** Plays the balancer: connects, sends `header`, then runs a whole session for the client. */
@@ -156,7 +159,10 @@ async function viaProxy(
     await writeAll(conn, header);
     const challenge = new Uint8Array(32);
     if (await readFull(conn, challenge) < 32) return "no challenge";
-    const answer = await computeAnswer(await importSecretKey(options.secret ?? SECRET), challenge);
+    const answer = await computeAnswer(
+      await SecretKeys.import(options.secret ?? SECRET),
+      challenge,
+    );
     await writeAll(conn, concat([answer, encoder.encode(options.message ?? "")]));
     await conn.closeWrite();
     return decoder.decode(await readToEnd(conn));
@@ -169,83 +175,71 @@ const v1 = (client: string, port: number) =>
   encoder.encode(`PROXY TCP4 ${client} 127.0.0.1 ${port} 4444\r\n`);
 
 Deno.test("behind a trusted proxy, the server logs and serves the real client", async () => {
-  const { server, logger, port } = await startServer({
-    trustedProxies: new TrustedProxies("127.0.0.1"),
+  await using started = await startServer({
+    trustedProxies: ["127.0.0.1"],
   });
-  try {
-    assert.equal(
-      await viaProxy(port, v1("203.0.113.7", 5555), { message: "via proxy" }),
-      "VIA PROXY",
-    );
-    const proxied = await logger.waitFor("proxied");
-    assert.equal(proxied.fields.remote, "203.0.113.7:5555");
-    assert.match(String(proxied.fields.proxy), /^127\.0\.0\.1:\d+$/);
-    assert.equal((await logger.waitFor("authenticated")).fields.remote, "203.0.113.7:5555");
-    // v2 too.
-    const header = v2(1, 0x11, [198, 51, 100, 4, 127, 0, 0, 1, 0x1f, 0x90, 0x11, 0x5c]);
-    assert.equal(await viaProxy(port, header, { message: "v2" }), "V2");
-    await logger.waitFor("authenticated", { remote: "198.51.100.4:8080" });
-  } finally {
-    await server.close();
-  }
+  const { logger, port } = started;
+  assert.equal(
+    await viaProxy(port, v1("203.0.113.7", 5555), { message: "via proxy" }),
+    "VIA PROXY",
+  );
+  const proxied = await logger.waitFor("proxied");
+  assert.equal(proxied.fields.remote, "203.0.113.7:5555");
+  assert.match(String(proxied.fields.proxy), /^127\.0\.0\.1:\d+$/);
+  assert.equal((await logger.waitFor("authenticated")).fields.remote, "203.0.113.7:5555");
+  // v2 too.
+  const header = v2(1, 0x11, [198, 51, 100, 4, 127, 0, 0, 1, 0x1f, 0x90, 0x11, 0x5c]);
+  assert.equal(await viaProxy(port, header, { message: "v2" }), "V2");
+  await logger.waitFor("authenticated", { remote: "198.51.100.4:8080" });
 });
 
 Deno.test("per-address caps and throttling count the real client, not the proxy", async () => {
-  const { server, logger, port } = await startServer({
-    trustedProxies: new TrustedProxies("127.0.0.1"),
+  await using started = await startServer({
+    trustedProxies: ["127.0.0.1"],
     throttle: { maxFailures: 2, cooldownMs: 60_000 },
   });
-  try {
-    // Two wrong answers from 203.0.113.9 put that client, not the proxy, in a cool-down.
-    for (let i = 0; i < 2; i++) {
-      await viaProxy(port, v1("203.0.113.9", 1000 + i), {
-        secret: encoder.encode("wrong"),
-        message: "x",
-      });
-    }
-    assert.equal((await logger.waitFor("throttling")).fields.address, "203.0.113.9");
-    assert.equal(
-      await viaProxy(port, v1("203.0.113.9", 2000), { message: "again" }),
-      "no challenge",
-    );
-    assert.equal((await logger.waitFor("refused")).fields.reason, "throttled");
-    // Another client through the same proxy is served.
-    assert.equal(await viaProxy(port, v1("203.0.113.10", 3000), { message: "fine" }), "FINE");
-  } finally {
-    await server.close();
+  const { logger, port } = started;
+  // Two wrong answers from 203.0.113.9 put that client, not the proxy, in a cool-down.
+  for (let i = 0; i < 2; i++) {
+    await viaProxy(port, v1("203.0.113.9", 1000 + i), {
+      secret: encoder.encode("wrong"),
+      message: "x",
+    });
   }
+  assert.equal((await logger.waitFor("throttling")).fields.address, "203.0.113.9");
+  assert.equal(
+    await viaProxy(port, v1("203.0.113.9", 2000), { message: "again" }),
+    "no challenge",
+  );
+  assert.equal((await logger.waitFor("refused")).fields.reason, "throttled");
+  // Another client through the same proxy is served.
+  assert.equal(await viaProxy(port, v1("203.0.113.10", 3000), { message: "fine" }), "FINE");
 });
 
 Deno.test("a PROXY header from an untrusted peer, or a malformed one, is rejected with its reason", async (t) => {
   await t.step("untrusted peer", async () => {
-    const { server, logger, port } = await startServer({
-      trustedProxies: new TrustedProxies("10.9.9.9"),
+    await using started = await startServer({
+      trustedProxies: ["10.9.9.9"],
     });
+    const { logger, port } = started;
+    // Not trusted: the server sends the challenge at once, and the header arrives as the answer.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     try {
-      // Not trusted: the server sends the challenge at once, and the header arrives as the answer.
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      try {
-        await writeAll(conn, v1("203.0.113.7", 5555));
-        assert.equal((await readToEnd(conn)).length, 32, "the challenge, then the hang-up");
-      } finally {
-        conn.close();
-      }
-      assert.equal((await logger.waitFor("rejected")).fields.reason, "untrusted-proxy-header");
+      await writeAll(conn, v1("203.0.113.7", 5555));
+      assert.equal((await readToEnd(conn)).length, 32, "the challenge, then the hang-up");
     } finally {
-      await server.close();
+      conn.close();
     }
+    assert.equal((await logger.waitFor("rejected")).fields.reason, "untrusted-proxy-header");
   });
   await t.step("malformed header from a trusted proxy", async () => {
-    const { server, logger, port } = await startServer({
-      trustedProxies: new TrustedProxies("127.0.0.1"),
+    await using started = await startServer({
+      trustedProxies: ["127.0.0.1"],
     });
-    try {
-      assert.equal(await viaProxy(port, encoder.encode("PROXY TCP4 nonsense\r\n")), "no challenge");
-      const rejected = await logger.waitFor("rejected");
-      assert.equal(rejected.fields.reason, "malformed-proxy-header");
-      assert.equal(server.stats.throttled, 0);
-    } finally {
-      await server.close();
-    }
+    const { server, logger, port } = started;
+    assert.equal(await viaProxy(port, encoder.encode("PROXY TCP4 nonsense\r\n")), "no challenge");
+    const rejected = await logger.waitFor("rejected");
+    assert.equal(rejected.fields.reason, "malformed-proxy-header");
+    assert.equal((await server.stats()).throttled, 0);
   });
 });

@@ -1,7 +1,7 @@
 /** Where the secret comes from: precedence, the default file, and every error a user can hit. */
 
 import assert from "node:assert/strict";
-import { defaultSecretPath, loadSecret, SecretError } from "../secret.ts";
+import { defaultSecretPath, loadSecret, SecretError } from "../cli/secret.ts";
 import { decoder, encoder } from "./_helpers.ts";
 
 function envOf(vars: Record<string, string>): (name: string) => string | undefined {

@@ -2,8 +2,9 @@
 
 import assert from "node:assert/strict";
 import { writeAll } from "../_io.ts";
-import { connect, exchange, HandshakeRejectedError, relay } from "../client.ts";
-import { computeAnswer, importSecretKey } from "../handshake.ts";
+import { connect, exchange, HandshakeRejectedError, relay } from "../client/client.ts";
+import { SecretKeys } from "../protocol/keys.ts";
+import { computeAnswer } from "../protocol/v1.ts";
 import {
   answerRaw,
   concat,
@@ -20,117 +21,101 @@ import {
 } from "./_helpers.ts";
 
 Deno.test("server echoes upper-cased text to a v1 client with the right secret", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const reply = await exchange({
-      secret: SECRET,
-      port,
-      protocol: 1,
-      message: encoder.encode("hello, straße"),
-    });
-    assert.equal(decoder.decode(reply), "HELLO, STRASSE");
-    const closed = await logger.waitFor("closed");
-    assert.equal(closed.fields.bytesIn, 40 + encoder.encode("hello, straße").length);
-    assert.equal(closed.fields.bytesOut, 32 + reply.length);
-    assert.equal(server.stats.authenticated, 1);
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { server, logger, port } = started;
+  const reply = await exchange({
+    secret: SECRET,
+    port,
+    protocol: 1,
+    message: encoder.encode("hello, straße"),
+  });
+  assert.equal(decoder.decode(reply), "HELLO, STRASSE");
+  const closed = await logger.waitFor("closed");
+  assert.equal(closed.fields.bytesIn, 40 + encoder.encode("hello, straße").length);
+  assert.equal(closed.fields.bytesOut, 32 + reply.length);
+  assert.equal((await server.stats()).authenticated, 1);
 });
 
 for (const [protocol, reason] of [[1, "wrong-digest"], [2, "wrong-proof"]] as const) {
   Deno.test(`server rejects a wrong secret in protocol v${protocol}, and the client says so`, async () => {
-    const { server, logger, port } = await startServer();
-    try {
-      await assert.rejects(
-        exchange({
-          secret: encoder.encode("wrong"),
-          port,
-          protocol,
-          message: encoder.encode("hi"),
-        }),
-        (error: unknown) =>
-          error instanceof HandshakeRejectedError &&
-          error.message.startsWith(
-            `authentication rejected by 127.0.0.1:${port}: check the secret`,
-          ),
-      );
-      const rejected = await logger.waitFor("rejected");
-      assert.equal(rejected.fields.reason, reason);
-      assert.deepEqual(server.stats.rejected, { [reason]: 1 });
-      assert.equal(server.stats.authenticated, 0);
-    } finally {
-      await server.close();
-    }
+    await using started = await startServer();
+    const { server, logger, port } = started;
+    await assert.rejects(
+      exchange({
+        secret: encoder.encode("wrong"),
+        port,
+        protocol,
+        message: encoder.encode("hi"),
+      }),
+      (error: unknown) =>
+        error instanceof HandshakeRejectedError &&
+        error.message.startsWith(
+          `Authentication rejected by 127.0.0.1:${port}: check the secret`,
+        ),
+    );
+    const rejected = await logger.waitFor("rejected");
+    assert.equal(rejected.fields.reason, reason);
+    const stats = await server.stats();
+    assert.deepEqual(stats.rejected, { [reason]: 1 });
+    assert.equal(stats.authenticated, 0);
   });
 }
 
 Deno.test("server closes on a malformed answer without sending another byte (PROTOCOL.md §3)", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const { reply, remote } = await answerRaw(port, () => encoder.encode("z".repeat(40)));
-    assert.equal(reply.length, 0);
-    const rejected = await logger.waitFor("rejected", { remote });
-    assert.equal(rejected.fields.reason, "malformed-answer");
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { logger, port } = started;
+  const { reply, remote } = await answerRaw(port, () => encoder.encode("z".repeat(40)));
+  assert.equal(reply.length, 0);
+  const rejected = await logger.waitFor("rejected", { remote });
+  assert.equal(rejected.fields.reason, "malformed-answer");
 });
 
 Deno.test("v1: an answer recorded in one session is refused in another (wrong-digest, §1)", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const recorded = await openRaw(port);
-    const answer = await computeAnswer(await importSecretKey(SECRET), recorded.challenge);
-    recorded.conn.close();
-    const { reply, remote } = await answerRaw(port, () => answer);
-    assert.equal(reply.length, 0);
-    const rejected = await logger.waitFor("rejected", { remote });
-    assert.equal(rejected.fields.reason, "wrong-digest");
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { logger, port } = started;
+  const recorded = await openRaw(port);
+  const answer = await computeAnswer(await SecretKeys.import(SECRET), recorded.challenge);
+  recorded.conn.close();
+  const { reply, remote } = await answerRaw(port, () => answer);
+  assert.equal(reply.length, 0);
+  const rejected = await logger.waitFor("rejected", { remote });
+  assert.equal(rejected.fields.reason, "wrong-digest");
 });
 
 Deno.test("server keeps service bytes sent right behind the answer (PROTOCOL.md §3)", async () => {
-  const { server, port } = await startServer();
+  await using started = await startServer();
+  const { port } = started;
+  const raw = await openRaw(port);
   try {
-    const raw = await openRaw(port);
-    try {
-      const answer = await computeAnswer(await importSecretKey(SECRET), raw.challenge);
-      // One write carries the answer and the first service bytes.
-      await writeAll(raw.conn, concat([answer, encoder.encode("pipelined")]));
-      await raw.conn.closeWrite();
-      assert.equal(decoder.decode(await readToEnd(raw.conn)), "PIPELINED");
-    } finally {
-      raw.conn.close();
-    }
+    const answer = await computeAnswer(await SecretKeys.import(SECRET), raw.challenge);
+    // One write carries the answer and the first service bytes.
+    await writeAll(raw.conn, concat([answer, encoder.encode("pipelined")]));
+    await raw.conn.closeWrite();
+    assert.equal(decoder.decode(await readToEnd(raw.conn)), "PIPELINED");
   } finally {
-    await server.close();
+    raw.conn.close();
   }
 });
 
 Deno.test("server gives 200 concurrent clients exactly their own bytes back", async () => {
-  const { server, port } = await startServer();
-  try {
-    const results = await Promise.all(
-      Array.from({ length: 200 }, async (_, i) => {
-        const message = `client ${i}: ${crypto.randomUUID()} ß ${"x".repeat(i * 7)}`;
-        const reply = await exchange({ secret: SECRET, port, message: encoder.encode(message) });
-        return { expected: message.toUpperCase(), actual: decoder.decode(reply) };
-      }),
-    );
-    for (const { expected, actual } of results) assert.equal(actual, expected);
-    assert.equal(server.stats.authenticated, 200);
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { server, port } = started;
+  const results = await Promise.all(
+    Array.from({ length: 200 }, async (_, i) => {
+      const message = `client ${i}: ${crypto.randomUUID()} ß ${"x".repeat(i * 7)}`;
+      const reply = await exchange({ secret: SECRET, port, message: encoder.encode(message) });
+      return { expected: message.toUpperCase(), actual: decoder.decode(reply) };
+    }),
+  );
+  for (const { expected, actual } of results) assert.equal(actual, expected);
+  assert.equal((await server.stats()).authenticated, 200);
 });
 
 Deno.test("a client stalled mid-handshake does not delay another client's session", async () => {
   // A long deadline: if handshakes were served one at a time, the honest session below would
   // only run after the stalled one timed out, and the stalled one would no longer be open.
-  const { server, logger, port } = await startServer({ handshakeTimeoutMs: 60_000 });
+  await using started = await startServer({ handshakeTimeoutMs: 60_000 });
+  const { server, logger, port } = started;
   const stalled = await openRaw(port);
   try {
     await writeAll(stalled.conn, encoder.encode("0123456789")); // 10 of the 40 answer bytes
@@ -139,112 +124,101 @@ Deno.test("a client stalled mid-handshake does not delay another client's sessio
     await logger.waitFor("closed");
     // The stalled client is still open, still in its handshake.
     assert.equal(logger.find("closed", { remote: stalled.remote }).length, 0);
-    assert.equal(server.stats.active, 1);
-    assert.equal(server.stats.authenticated, 1);
+    const stats = await server.stats();
+    assert.equal(stats.active, 1);
+    assert.equal(stats.authenticated, 1);
   } finally {
     stalled.conn.close();
-    await server.close();
   }
 });
 
 Deno.test("the handshake deadline closes a silent client, and only it", async () => {
-  const { server, logger, port } = await startServer({ handshakeTimeoutMs: 200 });
+  await using started = await startServer({ handshakeTimeoutMs: 200 });
+  const { server, logger, port } = started;
+  const silent = await openRaw(port);
   try {
-    const silent = await openRaw(port);
-    try {
-      const ended = await readToEnd(silent.conn);
-      assert.equal(ended.length, 0);
-    } finally {
-      silent.conn.close();
-    }
-    const rejected = await logger.waitFor("rejected", { remote: silent.remote });
-    assert.equal(rejected.fields.reason, "handshake-timeout");
-    assert.deepEqual(server.stats.rejected, { "handshake-timeout": 1 });
-    // The server goes on serving.
-    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("still here") });
-    assert.equal(decoder.decode(reply), "STILL HERE");
+    const ended = await readToEnd(silent.conn);
+    assert.equal(ended.length, 0);
   } finally {
-    await server.close();
+    silent.conn.close();
   }
+  const rejected = await logger.waitFor("rejected", { remote: silent.remote });
+  assert.equal(rejected.fields.reason, "handshake-timeout");
+  assert.deepEqual((await server.stats()).rejected, { "handshake-timeout": 1 });
+  // The server goes on serving.
+  const reply = await exchange({ secret: SECRET, port, message: encoder.encode("still here") });
+  assert.equal(decoder.decode(reply), "STILL HERE");
 });
 
 Deno.test("a character split across TCP reads at every byte boundary comes back whole", async () => {
-  const { server, port } = await startServer();
-  try {
-    const text = "xß€😀y";
-    const bytes = encoder.encode(text);
-    for (let split = 1; split < bytes.length; split++) {
-      const client = await connect({ secret: SECRET, port });
-      try {
-        const first = bytes.subarray(0, split);
-        await writeAll(client, first);
-        // Wait for the echo of the whole characters in the first part: proof the server read the
-        // first part on its own before the rest was even sent.
-        const whole = new TextDecoder().decode(first, { stream: true });
-        const echoed = await readExactly(client, upper(whole).length);
-        await writeAll(client, bytes.subarray(split));
-        await client.closeWrite();
-        const rest = await readToEnd(client);
-        assert.equal(decoder.decode(concat([echoed, rest])), text.toUpperCase(), `split ${split}`);
-      } finally {
-        client.close();
-      }
+  await using started = await startServer();
+  const { port } = started;
+  const text = "xß€😀y";
+  const bytes = encoder.encode(text);
+  for (let split = 1; split < bytes.length; split++) {
+    const client = await connect({ secret: SECRET, port });
+    try {
+      const first = bytes.subarray(0, split);
+      await writeAll(client, first);
+      // Wait for the echo of the whole characters in the first part: proof the server read the
+      // first part on its own before the rest was even sent.
+      const whole = new TextDecoder().decode(first, { stream: true });
+      const echoed = await readExactly(client, upper(whole).length);
+      await writeAll(client, bytes.subarray(split));
+      await client.closeWrite();
+      const rest = await readToEnd(client);
+      assert.equal(decoder.decode(concat([echoed, rest])), text.toUpperCase(), `split ${split}`);
+    } finally {
+      client.close();
     }
-  } finally {
-    await server.close();
   }
 });
 
 Deno.test("8 MiB comes back exactly while the client writes without waiting for replies", async () => {
-  const { server, port } = await startServer();
-  try {
-    const pattern = encoder.encode("the quick brown fox ß € 😀 jumps over the lazy dog\n");
-    const total = 8 * 1024 * 1024;
-    const input = new Uint8Array(total);
-    for (let at = 0; at < total; at += pattern.length) {
-      input.set(pattern.subarray(0, total - at), at);
-    }
-    // The last copy of the pattern may stop mid-character: the server's final flush turns that
-    // into U+FFFD, as decoding the whole input does.
-    const text = decoder.decode(input);
-    const expected = encoder.encode(text.toUpperCase());
-
-    const client = await connect({ secret: SECRET, port });
-    const chunks: Uint8Array[] = [];
-    let received = 0;
-    const source = ReadableStream.from((function* () {
-      for (let at = 0; at < total; at += 64 * 1024) yield input.subarray(at, at + 64 * 1024);
-    })());
-    await relay(client, source, (chunk) => {
-      chunks.push(chunk.slice());
-      received += chunk.length;
-    });
-    assert.equal(received, expected.length);
-    assert.deepEqual(concat(chunks), expected);
-  } finally {
-    await server.close();
+  await using started = await startServer();
+  const { port } = started;
+  const pattern = encoder.encode("the quick brown fox ß € 😀 jumps over the lazy dog\n");
+  const total = 8 * 1024 * 1024;
+  const input = new Uint8Array(total);
+  for (let at = 0; at < total; at += pattern.length) {
+    input.set(pattern.subarray(0, total - at), at);
   }
+  // The last copy of the pattern may stop mid-character: the server's final flush turns that
+  // into U+FFFD, as decoding the whole input does.
+  const text = decoder.decode(input);
+  const expected = encoder.encode(text.toUpperCase());
+
+  const client = await connect({ secret: SECRET, port });
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  const source = ReadableStream.from((function* () {
+    for (let at = 0; at < total; at += 64 * 1024) yield input.subarray(at, at + 64 * 1024);
+  })());
+  await relay(client, source, (chunk) => {
+    chunks.push(chunk.slice());
+    received += chunk.length;
+  });
+  assert.equal(received, expected.length);
+  assert.deepEqual(concat(chunks), expected);
 });
 
 Deno.test("a client that vanishes mid-stream leaves the server healthy", async () => {
-  const { server, logger, port } = await startServer();
-  try {
-    const vanishing = await openAuthenticated(port);
-    await writeAll(vanishing.conn, new Uint8Array(256 * 1024).fill(0x61));
-    // Close without reading the echo: the kernel resets the connection under the server.
-    vanishing.conn.close();
-    await logger.waitFor("closed", { remote: vanishing.remote });
-    assert.equal(server.stats.active, 0);
-    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("next") });
-    assert.equal(decoder.decode(reply), "NEXT");
-    assert.equal(logger.find("session-failed").length, 0, "a vanished client is no server error");
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer();
+  const { server, logger, port } = started;
+  const vanishing = await openAuthenticated(port);
+  await writeAll(vanishing.conn, new Uint8Array(256 * 1024).fill(0x61));
+  // Close without reading the echo: the kernel resets the connection under the server.
+  vanishing.conn.close();
+  await logger.waitFor("closed", { remote: vanishing.remote });
+  assert.equal((await server.stats()).active, 0);
+  const reply = await exchange({ secret: SECRET, port, message: encoder.encode("next") });
+  assert.equal(decoder.decode(reply), "NEXT");
+  assert.equal(logger.find("session-failed").length, 0, "a vanished client is no server error");
 });
 
 Deno.test("past maxConnections new connections are closed at once, counted and logged", async () => {
-  const { server, logger, port } = await startServer({ maxConnections: 2 });
+  await using started = await startServer({ maxConnections: 2 });
+  const { server, logger, port } = started;
   const held = [await openAuthenticated(port), await openAuthenticated(port)];
   try {
     await logger.waitFor("authenticated", { remote: held[1].remote });
@@ -257,7 +231,7 @@ Deno.test("past maxConnections new connections are closed at once, counted and l
     }
     const refused = await logger.waitFor("refused");
     assert.equal(refused.fields.reason, "connection-limit");
-    assert.deepEqual(server.stats.refused, { "connection-limit": 1 });
+    assert.deepEqual((await server.stats()).refused, { "connection-limit": 1 });
 
     // A slot that frees up is served again.
     held.pop()!.conn.close();
@@ -266,12 +240,12 @@ Deno.test("past maxConnections new connections are closed at once, counted and l
     assert.equal(decoder.decode(reply), "ROOM");
   } finally {
     for (const raw of held) raw.conn.close();
-    await server.close();
   }
 });
 
 Deno.test("close() lets an in-flight session finish, and refuses new ones", async () => {
-  const { server, logger, port } = await startServer();
+  await using started = await startServer();
+  const { server, logger, port } = started;
   const client = await connect({ secret: SECRET, port });
   try {
     await writeAll(client, encoder.encode("first half, "));
@@ -293,12 +267,12 @@ Deno.test("close() lets an in-flight session finish, and refuses new ones", asyn
     assert.equal(logger.find("grace-period-over").length, 0);
   } finally {
     client.close();
-    await server.close();
   }
 });
 
 Deno.test("close() ends sessions still open when the grace period is over", async () => {
-  const { server, logger, port } = await startServer();
+  await using started = await startServer();
+  const { server, logger, port } = started;
   const idle = await openAuthenticated(port);
   try {
     await logger.waitFor("authenticated", { remote: idle.remote });
@@ -306,57 +280,51 @@ Deno.test("close() ends sessions still open when the grace period is over", asyn
     assert.equal((await readToEnd(idle.conn)).length, 0);
     await closing;
     assert.equal((await logger.waitFor("grace-period-over")).fields.closing, 1);
-    assert.equal(server.stats.active, 0);
+    assert.equal((await server.stats()).active, 0);
   } finally {
     idle.conn.close();
-    await server.close();
   }
 });
 
 Deno.test("a handler error is logged and the server goes on", async () => {
   let calls = 0;
-  const { server, logger, port } = await startServer({
+  await using started = await startServer({
     handler: () => {
       calls++;
       if (calls === 1) return Promise.reject(new TypeError("handler bug"));
       return Promise.resolve();
     },
   });
+  const { logger, port } = started;
+  const first = await openAuthenticated(port);
+  first.conn.close();
+  const failed = await logger.waitFor("session-failed");
+  assert.match(String(failed.fields.error), /TypeError: handler bug/);
+  const second = await openAuthenticated(port);
   try {
-    const first = await openAuthenticated(port);
-    first.conn.close();
-    const failed = await logger.waitFor("session-failed");
-    assert.match(String(failed.fields.error), /TypeError: handler bug/);
-    const second = await openAuthenticated(port);
-    try {
-      assert.equal((await readToEnd(second.conn)).length, 0);
-    } finally {
-      second.conn.close();
-    }
-    assert.equal(calls, 2);
+    assert.equal((await readToEnd(second.conn)).length, 0);
   } finally {
-    await server.close();
+    second.conn.close();
   }
+  assert.equal(calls, 2);
 });
 
 Deno.test("during a rotation the server accepts the previous secret too, and says who uses it", async () => {
   const current = encoder.encode("the new secret");
   const previous = encoder.encode("the old secret");
-  const { server, logger, port } = await startServer({ secret: current, previousSecret: previous });
-  try {
-    const message = encoder.encode("rotate");
-    assert.equal(decoder.decode(await exchange({ secret: current, port, message })), "ROTATE");
-    assert.equal(logger.find("previous-secret-used").length, 0);
-    assert.equal(decoder.decode(await exchange({ secret: previous, port, message })), "ROTATE");
-    await logger.waitFor("previous-secret-used");
-    await assert.rejects(
-      exchange({ secret: encoder.encode("neither"), port, message }),
-      HandshakeRejectedError,
-    );
-    assert.equal(server.stats.authenticated, 2);
-    assert.equal(server.stats.authenticatedWithPrevious, 1);
-    assert.deepEqual(server.stats.rejected, { "wrong-proof": 1 });
-  } finally {
-    await server.close();
-  }
+  await using started = await startServer({ secret: current, previousSecret: previous });
+  const { server, logger, port } = started;
+  const message = encoder.encode("rotate");
+  assert.equal(decoder.decode(await exchange({ secret: current, port, message })), "ROTATE");
+  assert.equal(logger.find("previous-secret-used").length, 0);
+  assert.equal(decoder.decode(await exchange({ secret: previous, port, message })), "ROTATE");
+  await logger.waitFor("previous-secret-used");
+  await assert.rejects(
+    exchange({ secret: encoder.encode("neither"), port, message }),
+    HandshakeRejectedError,
+  );
+  const stats = await server.stats();
+  assert.equal(stats.authenticated, 2);
+  assert.equal(stats.authenticatedWithPrevious, 1);
+  assert.deepEqual(stats.rejected, { "wrong-proof": 1 });
 });

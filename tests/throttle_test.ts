@@ -1,7 +1,7 @@
 /** The failed-authentication throttle, on a clock the test controls. */
 
 import assert from "node:assert/strict";
-import { AuthFailureThrottle, type ThrottleOptions } from "../throttle.ts";
+import { AuthFailureThrottle, type ThrottleOptions } from "../server/throttle.ts";
 
 function throttleWithClock(options: ThrottleOptions = {}) {
   const clock = { now: 0 };

@@ -1,7 +1,7 @@
 /** The streaming upper-caser against docs/PROTOCOL.md §4. */
 
 import assert from "node:assert/strict";
-import { UpperCaseTransformer } from "../upper_case_echo.ts";
+import { UpperCaseTransformer } from "../server/upper_case_echo.ts";
 import { concat, decoder, encoder } from "./_helpers.ts";
 
 /** Runs `chunks` through a fresh transformer, copying each (transform may work in place). */

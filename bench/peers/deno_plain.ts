@@ -5,7 +5,7 @@
  * deno run --allow-net bench/peers/deno_plain.ts PORT
  */
 
-import { upperCaseEcho } from "../../upper_case_echo.ts";
+import { upperCaseEcho } from "../../server/upper_case_echo.ts";
 
 const listener = Deno.listen({
   hostname: "127.0.0.1",

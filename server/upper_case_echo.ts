@@ -4,28 +4,8 @@
  * @module
  */
 
-import { writeAll } from "./_io.ts";
-
-/** An authenticated connection as a service handler sees it. */
-export interface ServiceConnection {
-  /** Reads up to `buffer.length` bytes from the client; `null` once it has half-closed. */
-  read(buffer: Uint8Array): Promise<number | null>;
-  /** Writes some of `data` to the client, returning how many bytes were written. */
-  write(data: Uint8Array): Promise<number>;
-}
-
-/** Serves one authenticated connection; the server closes the connection when it resolves. */
-export type ServiceHandler = (conn: ServiceConnection) => Promise<void>;
-
-/** Counters a service can keep up to date for the server's log, stats and idle timeout. */
-export interface TrafficCounters {
-  /** Bytes read from the client. */
-  bytesIn: number;
-  /** Bytes written to the client. */
-  bytesOut: number;
-  /** Bumped on every completed read or write: the idle timeout's sign of life. */
-  activity: number;
-}
+import { type ByteStream, writeAll } from "../_io.ts";
+import type { TrafficCounters } from "./service.ts";
 
 /**
  * The read buffer starts small, because an idle connection holds its buffer for as long as its
@@ -160,7 +140,7 @@ function upperCaseByte(chunk: Uint8Array, i: number): boolean {
  * the bare connection, without a wrapper around every read and write.
  */
 export async function upperCaseEcho(
-  conn: ServiceConnection,
+  conn: ByteStream,
   counters?: TrafficCounters,
 ): Promise<void> {
   let buffer = new Uint8Array(MIN_READ_BUFFER);

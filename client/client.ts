@@ -11,11 +11,13 @@ import {
   formatAddr,
   isDisconnect,
   writeAll,
-} from "./_io.ts";
-import { ChallengeError, computeAnswer, computeLegacyAnswer, readChallenge } from "./handshake.ts";
-import { type FrameMode, type HelloRejectionReason, sendHello } from "./handshake_v2.ts";
-import { FramedConnection } from "./frames.ts";
-import { type DigestName, isDigestName, type SecretKeys, secretKeys } from "./keys.ts";
+} from "../_io.ts";
+import { HmacEchoError } from "../errors.ts";
+import { ChallengeError, readChallenge } from "../protocol/challenge.ts";
+import { computeAnswer, computeSha1PrefixAnswer } from "../protocol/v1.ts";
+import { type HelloRejectionReason, sendHello } from "../protocol/v2.ts";
+import { FramedConnection, type FrameMode } from "../protocol/frames.ts";
+import { type DigestName, isDigestName, type SecretKeys, secretKeys } from "../protocol/keys.ts";
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions {
@@ -26,15 +28,14 @@ export interface ConnectOptions {
    * downgrade must be asked for.
    */
   protocol?: 1 | 2;
-  /** v2: the HMAC digest the hello names. Default `sha256`. */
-  digest?: DigestName;
+  /**
+   * v2: the HMAC digest the hello names. Default `sha256`. v1: `sha1-prefix` answers with the
+   * tutorial's `sha1(secret + challenge)` instead of HMAC-SHA1 (§3.1), for a server that accepts
+   * it; v1's default is HMAC-SHA1.
+   */
+  digest?: DigestName | "sha1-prefix";
   /** v2: plain service bytes, or frames with integrity or encryption (§11). Default `plain`. */
   mode?: FrameMode;
-  /**
-   * v1: answer with the tutorial's `sha1(secret + challenge)` instead of HMAC-SHA1 (§3.1), for a
-   * server started with `--digest sha1-prefix`. Default false.
-   */
-  legacyDigest?: boolean;
   /** Server address. Default `127.0.0.1`. */
   hostname?: string;
   /** Server port. Default 4444. */
@@ -64,36 +65,35 @@ function isRetryable(error: unknown): boolean {
     error instanceof ChallengeError;
 }
 
+/** What a rejection said: a v2 status byte's reason, or `rejected` for v1's silent close. */
+export type RejectionReason = HelloRejectionReason | `status ${number}` | "rejected";
+
 /**
  * The server rejected this client: in v2 with a stated reason (docs/PROTOCOL.md §10); in v1 by
- * closing the connection before replying to anything (§3).
+ * closing the connection before replying to anything (§3), reason `rejected`.
  */
-export class HandshakeRejectedError extends Error {
-  /** The v2 reason, when the server gave one. */
-  readonly reason?: HelloRejectionReason | `status ${number}`;
+export class HandshakeRejectedError extends HmacEchoError {
+  /** The v2 reason, or `rejected` when a v1 server closed without one. */
+  declare readonly reason: RejectionReason;
 
   /** Builds the error for the server at `server` (`host:port`). */
-  constructor(
-    server: string,
-    options?: ErrorOptions & { reason?: HelloRejectionReason | `status ${number}` },
-  ) {
-    super(rejectionMessage(server, options?.reason), options);
-    this.name = "HandshakeRejectedError";
-    this.reason = options?.reason;
+  constructor(server: string, options?: ErrorOptions & { reason?: RejectionReason }) {
+    const reason = options?.reason ?? "rejected";
+    super(reason, rejectionMessage(server, reason), options);
   }
 }
 
-function rejectionMessage(server: string, reason?: string): string {
+function rejectionMessage(server: string, reason: RejectionReason): string {
   switch (reason) {
-    case undefined: // v1: the server closed without a word, whatever its reason
-      return `authentication rejected by ${server}: check the secret (with --protocol 1, a ` +
-        "server that requires protocol 2 rejects the same way)";
+    case "rejected": // v1: the server closed without a word, whatever its reason
+      return `Authentication rejected by ${server}: check the secret (a server that requires ` +
+        "protocol 2 rejects a protocol 1 answer the same way)";
     case "wrong-proof":
-      return `authentication rejected by ${server}: check the secret`;
+      return `Authentication rejected by ${server}: check the secret`;
     case "unsupported-digest":
-      return `${server} does not accept this digest (unsupported-digest): choose another with --digest`;
+      return `${server} does not accept this digest (unsupported-digest)`;
     case "mode-refused":
-      return `${server} requires frames this client did not ask for (mode-refused): add --integrity or --encrypt`;
+      return `${server} requires frames this client did not ask for (mode-refused)`;
     default:
       return `${server} rejected the hello (${reason}): are the client and the server versions compatible?`;
   }
@@ -101,32 +101,31 @@ function rejectionMessage(server: string, reason?: string): string {
 
 /**
  * The server said "accepted" but could not prove that it knows the secret (docs/PROTOCOL.md §10):
- * it is not the server it claims to be. Nothing was sent to it.
+ * it is not the server it claims to be. Nothing was sent to it. Reason `bad-server-proof`.
  */
-export class ServerAuthenticationError extends Error {
+export class ServerAuthenticationError extends HmacEchoError {
   /** Builds the error for the server at `server`; `detail` says what was wrong with its proof. */
   constructor(server: string, detail: string) {
     super(
+      "bad-server-proof",
       `${server} could not prove it knows the secret (${detail}): it is an impostor, a relay that ` +
         "altered the handshake, or a server with another secret. Nothing was sent to it",
     );
-    this.name = "ServerAuthenticationError";
   }
 }
 
 /**
  * The server closed the connection instead of answering a v2 hello: a v1-only server does that.
- * The client does not fall back to v1 on its own (docs/PROTOCOL.md §8).
+ * The client does not fall back to v1 on its own (docs/PROTOCOL.md §8). Reason `no-hello-answer`.
  */
-export class ProtocolMismatchError extends Error {
+export class ProtocolMismatchError extends HmacEchoError {
   /** Builds the error for the server at `server`. */
   constructor(server: string) {
     super(
+      "no-hello-answer",
       `${server} closed the connection without answering the protocol v2 hello: it may be an ` +
-        "older, v1-only server. To use v1 anyway, which does not authenticate the server, ask " +
-        "for it with --protocol 1",
+        "older, v1-only server",
     );
-    this.name = "ProtocolMismatchError";
   }
 }
 
@@ -232,11 +231,17 @@ export class Client {
  * Dials a server and answers its challenge.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { connect } from "./client.ts";
- * const client = await connect({ secret: new TextEncoder().encode("s3cret"), port: 4444 });
+ * import { serve } from "../server/server.ts";
+ * const secret = new TextEncoder().encode("a shared secret");
+ * await using server = await serve({ secret, port: 0 });
+ * const client = await connect({ secret, port: server.addr.port, mode: "encrypt" });
  * try {
  *   await client.write(new TextEncoder().encode("hello"));
+ *   await client.closeWrite();
+ *   const reply = new Uint8Array(5);
+ *   await client.read(reply);
  * } finally {
  *   client.close();
  * }
@@ -246,7 +251,9 @@ export class Client {
  */
 export async function connect(options: ConnectOptions): Promise<Client> {
   const handshake = handshakeChoice(options);
-  const keys = await secretKeys(options.secret, { legacy: handshake.legacyDigest });
+  const keys = await secretKeys(options.secret, {
+    sha1Prefix: handshake.digest === "sha1-prefix",
+  });
   const retries = options.retries ?? 0;
   for (let attempt = 1;; attempt++) {
     try {
@@ -270,39 +277,38 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   }
 }
 
-type HandshakeChoice = Required<
-  Pick<ConnectOptions, "protocol" | "digest" | "mode" | "legacyDigest">
->;
+/** The handshake `connect` speaks: v1 with its answer, or v2 with a digest and a mode. */
+type HandshakeChoice =
+  | { protocol: 1; digest: "hmac-sha1" | "sha1-prefix" }
+  | { protocol: 2; digest: DigestName; mode: FrameMode };
 
 /** The options' handshake, with defaults, checked for combinations that cannot work. */
 function handshakeChoice(options: ConnectOptions): HandshakeChoice {
-  const choice: HandshakeChoice = {
-    protocol: options.protocol ?? 2,
-    digest: options.digest ?? "sha256",
-    mode: options.mode ?? "plain",
-    legacyDigest: options.legacyDigest ?? false,
-  };
-  if (choice.protocol !== 1 && choice.protocol !== 2) {
-    throw new RangeError(`protocol must be 1 or 2, got ${choice.protocol}`);
+  const { protocol = 2, digest, mode } = options;
+  if (protocol !== 1 && protocol !== 2) {
+    throw new RangeError(`protocol must be 1 or 2, got ${protocol}`);
   }
-  if (!isDigestName(choice.digest)) {
-    throw new RangeError(
-      `unknown digest "${choice.digest}": use sha1, sha256, sha384 or sha512`,
-    );
+  if (mode !== undefined && !["plain", "integrity", "encrypt"].includes(mode)) {
+    throw new RangeError(`mode must be plain, integrity or encrypt, got "${mode}"`);
   }
-  if (!["plain", "integrity", "encrypt"].includes(choice.mode)) {
-    throw new RangeError(`mode must be plain, integrity or encrypt, got "${choice.mode}"`);
+  if (protocol === 1) {
+    if (mode !== undefined && mode !== "plain") {
+      throw new RangeError(`protocol 1 has no frames: ${mode} needs protocol 2`);
+    }
+    if (digest !== undefined && digest !== "sha1-prefix") {
+      throw new RangeError(
+        "protocol 1 always uses HMAC-SHA1 (or the sha1-prefix answer): drop digest",
+      );
+    }
+    return { protocol, digest: digest ?? "hmac-sha1" };
   }
-  if (choice.protocol === 1 && choice.mode !== "plain") {
-    throw new RangeError(`protocol 1 has no frames: ${choice.mode} needs protocol 2`);
+  if (digest === "sha1-prefix") {
+    throw new RangeError("the sha1-prefix digest is a protocol 1 answer: use protocol 1");
   }
-  if (choice.protocol === 1 && options.digest !== undefined) {
-    throw new RangeError("protocol 1 always uses HMAC-SHA1 (or the legacy digest): drop digest");
+  if (digest !== undefined && !isDigestName(digest)) {
+    throw new RangeError(`unknown digest "${digest}": use sha1, sha256, sha384 or sha512`);
   }
-  if (choice.protocol === 2 && choice.legacyDigest) {
-    throw new RangeError("the legacy sha1-prefix digest is a protocol 1 answer: use protocol 1");
-  }
-  return choice;
+  return { protocol, digest: digest ?? "sha256", mode: mode ?? "plain" };
 }
 
 async function connectOnce(
@@ -317,9 +323,9 @@ async function connectOnce(
     conn.setNoDelay(true);
     const challenge = await readChallenge(conn);
     if (handshake.protocol === 1) {
-      const answer = handshake.legacyDigest
-        ? await computeLegacyAnswer(keys, challenge)
-        : await computeAnswer(keys.hmac("sha1"), challenge);
+      const answer = handshake.digest === "sha1-prefix"
+        ? await computeSha1PrefixAnswer(keys, challenge)
+        : await computeAnswer(keys, challenge);
       await writeAll(conn, answer);
       return new Client(conn, server, { protocol: 1 });
     }
@@ -345,15 +351,15 @@ async function connectOnce(
   }
 }
 
-/** The server closed the connection while this client was still sending. */
-export class ServerHungUpError extends Error {
+/** The server closed the connection while this client was still sending. Reason `hung-up`. */
+export class ServerHungUpError extends HmacEchoError {
   /** Builds the error for the server at `server` (`host:port`). */
   constructor(server: string, options?: ErrorOptions) {
     super(
+      "hung-up",
       `${server} closed the connection before the input was all sent; replies may be missing`,
       options,
     );
-    this.name = "ServerHungUpError";
   }
 }
 
@@ -425,10 +431,14 @@ export async function relay(
  * Connects, sends `message`, half-closes, and returns the whole reply.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { exchange } from "./client.ts";
- * const reply = await exchange({ secret, port: 4444, message: new TextEncoder().encode("hi") });
- * // new TextDecoder().decode(reply) === "HI"
+ * import { serve } from "../server/server.ts";
+ * const secret = new TextEncoder().encode("a shared secret");
+ * await using server = await serve({ secret, port: 0 });
+ * const reply = await exchange({ secret, port: server.addr.port, message: new TextEncoder().encode("hi") });
+ * assert.ok(new TextDecoder().decode(reply) === "HI");
  * ```
  * @throws {HandshakeRejectedError} when the server rejects the secret.
  */

@@ -1,12 +1,9 @@
 /**
- * The shared secret as WebCrypto keys, imported once, and the challenges both protocol versions
- * draw: the crypto that `handshake.ts` (v1) and `handshake_v2.ts` share.
+ * The shared secret as WebCrypto keys, imported once: the crypto that protocol v1 (`v1.ts`) and
+ * v2 (`v2.ts`) share.
  *
  * @module
  */
-
-/** Length in bytes of a challenge, the server's (docs/PROTOCOL.md §1) and the client's (§9). */
-export const CHALLENGE_LENGTH = 32;
 
 /** The HMAC digests protocol v2 can name (docs/PROTOCOL.md §9). v1 always uses SHA-1. */
 export type DigestName = "sha1" | "sha256" | "sha384" | "sha512";
@@ -24,15 +21,10 @@ export function isDigestName(name: string): name is DigestName {
   return Object.hasOwn(DIGESTS, name);
 }
 
-/** Draws a fresh random challenge (docs/PROTOCOL.md §1, §9). */
-export function createChallenge(): Uint8Array<ArrayBuffer> {
-  return crypto.getRandomValues(new Uint8Array(CHALLENGE_LENGTH));
-}
-
 /**
  * The shared secret, imported once as every key the protocols need: an HMAC key per digest, and an
  * HKDF key for v2's session keys. The keys are not extractable; the secret's bytes are kept, in a
- * private field, only when the legacy `sha1-prefix` answer needs them.
+ * private field, only when the tutorial's `sha1-prefix` answer needs them.
  *
  * @example
  * ```ts
@@ -44,27 +36,27 @@ export class SecretKeys {
   readonly #hmac: Record<DigestName, CryptoKey>;
   /** The HKDF input keying material (docs/PROTOCOL.md §11). */
   readonly hkdf: CryptoKey;
-  readonly #legacySecret?: Uint8Array<ArrayBuffer>;
+  readonly #sha1PrefixSecret?: Uint8Array<ArrayBuffer>;
 
   private constructor(
     hmac: Record<DigestName, CryptoKey>,
     hkdf: CryptoKey,
-    legacySecret?: Uint8Array<ArrayBuffer>,
+    sha1PrefixSecret?: Uint8Array<ArrayBuffer>,
   ) {
     this.#hmac = hmac;
     this.hkdf = hkdf;
-    this.#legacySecret = legacySecret;
+    this.#sha1PrefixSecret = sha1PrefixSecret;
   }
 
   /**
-   * Imports `secret` as all the keys. Pass `{ legacy: true }` only for a server that accepts the
-   * tutorial's `sha1(secret + challenge)` answers (docs/PROTOCOL.md §3.1).
+   * Imports `secret` as all the keys. Pass `{ sha1Prefix: true }` only for a server that accepts,
+   * or a client that sends, the tutorial's `sha1(secret + challenge)` answer (docs/PROTOCOL.md §3.1).
    *
    * @throws {RangeError} if the secret is empty: an empty key protects nothing.
    */
   static async import(
     secret: Uint8Array,
-    options: { legacy?: boolean } = {},
+    options: { sha1Prefix?: boolean } = {},
   ): Promise<SecretKeys> {
     if (secret.length === 0) {
       throw new RangeError(
@@ -83,7 +75,7 @@ export class SecretKeys {
       );
     }
     const hkdf = await crypto.subtle.importKey("raw", raw, "HKDF", false, ["deriveKey"]);
-    return new SecretKeys(hmac, hkdf, options.legacy ? raw : undefined);
+    return new SecretKeys(hmac, hkdf, options.sha1Prefix ? raw : undefined);
   }
 
   /** The HMAC key for `digest`. */
@@ -91,23 +83,23 @@ export class SecretKeys {
     return this.#hmac[digest];
   }
 
-  /** Whether these keys can check the legacy `sha1-prefix` answer. */
-  get acceptsLegacy(): boolean {
-    return this.#legacySecret !== undefined;
+  /** Whether these keys can compute the tutorial's `sha1-prefix` answer. */
+  get hasSha1Prefix(): boolean {
+    return this.#sha1PrefixSecret !== undefined;
   }
 
   /**
-   * SHA-1(secret || challenge): the tutorial's answer (docs/PROTOCOL.md §3.1).
+   * SHA-1(secret || challenge): the tutorial's `sha1-prefix` answer (docs/PROTOCOL.md §3.1).
    *
-   * @throws {TypeError} unless the keys were imported with `{ legacy: true }`.
+   * @throws {TypeError} unless the keys were imported with `{ sha1Prefix: true }`.
    */
-  async legacyDigest(challenge: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
-    if (this.#legacySecret === undefined) {
-      throw new TypeError("These keys were imported without { legacy: true }");
+  async sha1PrefixDigest(challenge: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+    if (this.#sha1PrefixSecret === undefined) {
+      throw new TypeError("These keys were imported without { sha1Prefix: true }");
     }
-    const input = new Uint8Array(this.#legacySecret.length + challenge.length);
-    input.set(this.#legacySecret);
-    input.set(challenge, this.#legacySecret.length);
+    const input = new Uint8Array(this.#sha1PrefixSecret.length + challenge.length);
+    input.set(this.#sha1PrefixSecret);
+    input.set(challenge, this.#sha1PrefixSecret.length);
     return new Uint8Array(await crypto.subtle.digest("SHA-1", input));
   }
 }
@@ -115,7 +107,7 @@ export class SecretKeys {
 /** The secret as keys: imported from its bytes, or used as given if already imported. */
 export async function secretKeys(
   secret: Uint8Array | SecretKeys,
-  options: { legacy?: boolean } = {},
+  options: { sha1Prefix?: boolean } = {},
 ): Promise<SecretKeys> {
   return secret instanceof SecretKeys ? secret : await SecretKeys.import(secret, options);
 }

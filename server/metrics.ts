@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Histogram, ServerStats } from "./server.ts";
+import type { Histogram, ServerStats } from "./stats.ts";
 
 /** Options for {@linkcode serveMetrics}. */
 export interface MetricsOptions {
@@ -14,7 +14,7 @@ export interface MetricsOptions {
   /** Port to listen on; 0 picks a free one. */
   port: number;
   /** The server's counters, read at every scrape. */
-  stats: () => ServerStats | Promise<ServerStats>;
+  stats: () => Promise<ServerStats>;
   /** True once the server is shutting down: `/healthz` then answers 503. */
   draining: () => boolean;
 }
@@ -24,8 +24,15 @@ export interface MetricsOptions {
  * 503 `draining` during shutdown, so a balancer stops sending before connections are closed).
  *
  * @example
- * ```ts ignore
- * const http = serveMetrics({ port: 9464, stats: () => server.stats, draining: () => false });
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { serveMetrics } from "./metrics.ts";
+ * import { serve } from "./server.ts";
+ * await using server = await serve({ secret: new TextEncoder().encode("a secret"), port: 0 });
+ * const http = serveMetrics({ port: 0, stats: () => server.stats(), draining: () => false });
+ * const response = await fetch(`http://127.0.0.1:${http.addr.port}/healthz`);
+ * assert.ok((await response.text()) === "ok\n");
+ * await http.shutdown();
  * ```
  */
 export function serveMetrics(options: MetricsOptions): Deno.HttpServer<Deno.NetAddr> {
@@ -86,8 +93,8 @@ export function renderMetrics(stats: ServerStats): string {
     [
       "authenticated_legacy_total",
       "counter",
-      "Clients that passed with the legacy sha1-prefix digest.",
-      one(stats.authenticatedLegacy),
+      "Clients that passed with the tutorial's sha1-prefix digest.",
+      one(stats.authenticatedSha1Prefix),
     ],
     [
       "frames_rejected_total",

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { HmacEchoError } from "../errors.ts";
+
 /** Environment variable holding the secret as text (its UTF-8 bytes are the secret). */
 export const SECRET_ENV_VAR = "HMAC_ECHO_SECRET";
 
@@ -14,12 +16,14 @@ export const PREVIOUS_SECRET_ENV_VAR = "HMAC_ECHO_PREVIOUS_SECRET";
 /** Bytes of randomness in a generated secret: 256 bits, far beyond offline guessing. */
 const GENERATED_SECRET_BYTES = 32;
 
-/** The secret could not be obtained; the message says what to do. Never contains the secret. */
-export class SecretError extends Error {
+/**
+ * The secret could not be obtained; the message says what to do. Never contains the secret.
+ * Reason `secret-unavailable`.
+ */
+export class SecretError extends HmacEchoError {
   /** Builds the error. */
   constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "SecretError";
+    super("secret-unavailable", message, options);
   }
 }
 

@@ -1,16 +1,16 @@
 /**
- * One `serve --workers` thread: runs a server on the shared port until the supervisor
- * (`workers.ts`) says stop. Not a public module.
+ * One `workers: N` thread: runs a server on the shared port until the supervisor (`workers.ts`)
+ * says stop. Not a public module.
  *
  * @module
  */
 
 /// <reference lib="deno.worker" />
 
-import { type Logger, StderrLogger } from "./log.ts";
-import { TrustedProxies } from "./proxy_protocol.ts";
-import { serve, type Server } from "./server.ts";
-import type { FromWorker, ToWorker } from "./workers.ts";
+import { createLogger } from "../log.ts";
+import { resolveConfig } from "./config.ts";
+import { listen, type Server } from "./server.ts";
+import type { FromWorker, ToWorker } from "./worker_messages.ts";
 
 let server: Server | undefined;
 
@@ -21,20 +21,15 @@ function reply(message: FromWorker): void {
 self.onmessage = async (event: MessageEvent<ToWorker>) => {
   const message = event.data;
   if (message.type === "start") {
-    const stderr = new StderrLogger(message.log);
-    // Every line says which worker wrote it.
-    const logger: Logger = {
-      log: (level, name, fields) => stderr.log(level, name, { ...fields, worker: message.id }),
-    };
     try {
-      const { trustedProxies, ...options } = message.options;
-      server = await serve({
-        ...options,
-        trustedProxies: trustedProxies === undefined
-          ? undefined
-          : new TrustedProxies(trustedProxies),
-        logger,
+      const config = resolveConfig(message.config);
+      server = await listen(config, {
+        // Every line says which worker wrote it.
+        logger: createLogger(config.log, { worker: message.id }),
         reusePort: true,
+        // Ids 1, 1 + N, 1 + 2N, … in worker 1; 2, 2 + N, … in worker 2: unique per server.
+        firstId: message.id,
+        idStep: message.count,
       });
     } catch (error) {
       const { name, message: text } = error instanceof Error ? error : new Error(String(error));
@@ -45,9 +40,9 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     // workers listen.
     reply({ type: "listening", port: server.addr.port });
   } else if (message.type === "stats" && server) {
-    reply({ type: "stats", request: message.request, stats: server.stats });
+    reply({ type: "stats", request: message.request, stats: await server.stats() });
   } else if (message.type === "close" && server) {
     await server.close({ gracePeriodMs: message.gracePeriodMs });
-    reply({ type: "closed", stats: server.stats });
+    reply({ type: "closed", stats: await server.stats() });
   }
 };

@@ -6,39 +6,36 @@
  * @module
  */
 
-import { type ByteStream, isDisconnect, readFull, writeAll } from "./_io.ts";
-import {
-  CHALLENGE_LENGTH,
-  createChallenge,
-  type DigestName,
-  DIGESTS,
-  isDigestName,
-  type SecretKeys,
-} from "./keys.ts";
-import type { AuthenticationPolicy, HandshakeOutcome } from "./handshake.ts";
-import type { FrameKeys } from "./frames.ts";
+import { type ByteStream, isDisconnect, readFull, writeAll } from "../_io.ts";
+import { CHALLENGE_LENGTH, createChallenge } from "./challenge.ts";
+import { type DigestName, DIGESTS, isDigestName, type SecretKeys } from "./keys.ts";
+import type { AuthenticationPolicy, HandshakeOutcome } from "./outcome.ts";
+import type { FrameKeys, FrameMode } from "./frames.ts";
 
 /** The first byte of a v2 hello, `{`: never the first byte of a v1 answer (docs/PROTOCOL.md §8). */
 export const HELLO_MARKER = 0x7b;
 
-/** How the service bytes travel after a v2 handshake (docs/PROTOCOL.md §11). */
-export type FrameMode = "plain" | "integrity" | "encrypt";
-
 /** Modes by their byte on the wire. */
 const MODES: readonly FrameMode[] = ["plain", "integrity", "encrypt"];
 
+/** A reason the server names in its status byte (docs/PROTOCOL.md §9). */
+export type HelloRejectionReason =
+  | "wrong-proof"
+  | "unsupported-digest"
+  | "mode-refused"
+  | "malformed-hello"
+  | "unsupported-version"
+  | "reflected-challenge";
+
 /** Why a server rejected a hello, with the status byte it sends (docs/PROTOCOL.md §9). */
-export const REJECTION_STATUS = {
+export const REJECTION_STATUS: Readonly<Record<HelloRejectionReason, number>> = {
   "wrong-proof": 0x01,
   "unsupported-digest": 0x02,
   "mode-refused": 0x03,
   "malformed-hello": 0x04,
   "unsupported-version": 0x05,
   "reflected-challenge": 0x06,
-} as const;
-
-/** A reason the server names in its status byte. */
-export type HelloRejectionReason = keyof typeof REJECTION_STATUS;
+};
 
 const STATUS_ACCEPTED = 0x00;
 const VERSION_2 = 0x02;

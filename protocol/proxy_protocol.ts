@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { ByteStream } from "./_io.ts";
-import { readFull } from "./_io.ts";
+import { type ByteStream, readFull } from "../_io.ts";
+import { HmacEchoError } from "../errors.ts";
 
 /** What a PROXY header said. */
 export type ProxyHeader =
@@ -14,12 +14,11 @@ export type ProxyHeader =
   /** The proxy's own connection (a health check, `PROXY UNKNOWN`): keep the peer's address. */
   | { command: "local" };
 
-/** A PROXY header that breaks the spec; the message says how. */
-export class ProxyHeaderError extends Error {
+/** A PROXY header that breaks the spec; the message says how. Reason `malformed-proxy-header`. */
+export class ProxyHeaderError extends HmacEchoError {
   /** Builds the error. */
   constructor(message: string) {
-    super(message);
-    this.name = "ProxyHeaderError";
+    super("malformed-proxy-header", message);
   }
 }
 
@@ -197,12 +196,12 @@ export class TrustedProxies {
   #blocks: { base: bigint; bits: number; v6: boolean }[] = [];
 
   /**
-   * Parses a comma-separated list such as `127.0.0.1,10.0.0.0/8,fd00::/8`.
+   * Parses entries such as `["127.0.0.1", "10.0.0.0/8", "fd00::/8"]`.
    *
    * @throws {RangeError} naming an entry that is not an address or a CIDR block.
    */
-  constructor(list: string) {
-    for (const entry of list.split(",").map((item) => item.trim()).filter(Boolean)) {
+  constructor(entries: readonly string[]) {
+    for (const entry of entries.map((item) => item.trim()).filter(Boolean)) {
       const [address, prefix, ...extra] = entry.split("/");
       const value = parseAddress(address);
       const v6 = address.includes(":");

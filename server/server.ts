@@ -1,181 +1,51 @@
 /**
  * The hmac-echo server: owns the listener and every connection's lifetime. Each connection runs in
- * its own task; the accept loop never waits for a handshake.
+ * its own task; the accept loop never waits for a handshake. {@linkcode serve} starts one in this
+ * thread, or a pool of worker threads (`workers.ts`) with the same shape.
  *
  * @module
  */
 
-import { closeQuietly, formatAddr, isDisconnect } from "./_io.ts";
-
-export { formatAddr };
-import {
-  ANSWER_LENGTH,
-  authenticateClient,
-  type AuthenticationPolicy,
-  type HandshakeOutcome,
-  type Requirement,
-} from "./handshake.ts";
-import { type DigestName, isDigestName, type SecretKeys, secretKeys } from "./keys.ts";
-import { FramedConnection, FrameError } from "./frames.ts";
-import { type Logger, silentLogger } from "./log.ts";
-import { AuthFailureThrottle, type ThrottleOptions } from "./throttle.ts";
+import { closeQuietly, formatAddr, isDisconnect } from "../_io.ts";
+import { createLogger, type Logger } from "../log.ts";
+import { authenticateClient } from "../protocol/handshake.ts";
+import type { AuthenticationPolicy, HandshakeOutcome } from "../protocol/outcome.ts";
+import { ANSWER_LENGTH } from "../protocol/v1.ts";
+import { SecretKeys } from "../protocol/keys.ts";
+import { FramedConnection, FrameError } from "../protocol/frames.ts";
 import {
   looksLikeProxyHeader,
   ProxyHeaderError,
   readProxyHeader,
-  type TrustedProxies,
-} from "./proxy_protocol.ts";
+} from "../protocol/proxy_protocol.ts";
+import { ConfigError } from "../errors.ts";
 import {
-  type ServiceConnection,
-  type ServiceHandler,
-  type TrafficCounters,
-  upperCaseEcho,
-} from "./upper_case_echo.ts";
+  DEFAULT_GRACE_PERIOD_MS,
+  resolveConfig,
+  type ResolvedConfig,
+  type ServeOptions,
+} from "./config.ts";
+import {
+  copyStats,
+  emptyStats,
+  increment,
+  observe,
+  type RefusalReason,
+  type ServerStats,
+} from "./stats.ts";
+import { AuthFailureThrottle } from "./throttle.ts";
+import type { ServiceHandler, TrafficCounters } from "./service.ts";
+import { upperCaseEcho } from "./upper_case_echo.ts";
+import { startWorkerPool } from "./workers.ts";
+import type { RunningServer } from "./running.ts";
 
-/** Default TCP port, the tutorial's. */
-export const DEFAULT_PORT = 4444;
-/** Default listening address: loopback, so a first run exposes nothing. */
-export const DEFAULT_HOSTNAME = "127.0.0.1";
-/** Default time a client has to answer the challenge. */
-export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** Default cap on concurrent connections. */
-export const DEFAULT_MAX_CONNECTIONS = 10_000;
-/** Default time active sessions get to finish when the server closes. */
-export const DEFAULT_GRACE_PERIOD_MS = 5_000;
-
-/** Default cap on concurrent connections from one address; generous for clients behind NAT. */
-export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
-/**
- * Default listen queue. Deno's own default, 511, overflows when thousands of clients reconnect at
- * once after a restart; the kernel caps it at net.core.somaxconn (4096 on current Linux).
- */
-export const DEFAULT_BACKLOG = 4_096;
+export type { RunningServer };
 
 /** How long the accept loop pauses when it runs out of descriptors or memory, so some free up. */
 const ACCEPT_BACKOFF_MS = 50;
 
 /** Accept errors that mean "out of a resource": pausing helps. Anything else: just go on. */
 const EXHAUSTION_CODES = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
-
-/** Options for {@linkcode serve}. */
-export interface ServeOptions {
-  /** The shared secret's bytes, or keys from `SecretKeys.import` (imported once per server). */
-  secret: Uint8Array | SecretKeys;
-  /** A previous secret still accepted while clients move to the new one (a rotation). */
-  previousSecret?: Uint8Array | SecretKeys;
-  /**
-   * Refuse v1 clients (`"v2"`), and v2 clients without integrity frames (`"integrity"`) or without
-   * encryption (`"encrypt"`) (docs/PROTOCOL.md §8). Default: v1 and every v2 mode are served.
-   */
-  require?: Requirement;
-  /** The digests a v2 client may name; leave `"sha1"` out to forbid SHA-1. Default: all four. */
-  digests?: readonly DigestName[];
-  /**
-   * Also accept the tutorial's `sha1(secret + challenge)` v1 answers, for migrating its clients
-   * (docs/PROTOCOL.md §3.1). Default: false. Needs the secret as bytes, not as `SecretKeys`.
-   */
-  legacyDigest?: boolean;
-  /** Address to listen on. Default `127.0.0.1`. */
-  hostname?: string;
-  /** Port to listen on; 0 picks a free one (read it back from `server.addr`). Default 4444. */
-  port?: number;
-  /** Time a client has to answer the challenge before it is closed. Default 10 000 ms. */
-  handshakeTimeoutMs?: number;
-  /** Connections beyond this many at once are closed at once. Default 10 000. */
-  maxConnections?: number;
-  /** Connections beyond this many at once from one address are closed at once; 0: no cap. Default 1 000. */
-  maxConnectionsPerAddress?: number;
-  /** Close an authenticated connection when no byte has moved either way for this long; 0: never (default). */
-  idleTimeoutMs?: number;
-  /** Failed-authentication throttling per address; `false` turns it off. Default: on, see `throttle.ts`. */
-  throttle?: ThrottleOptions | false;
-  /** Listen queue length (`tcpBacklog`). Default 4 096. */
-  backlog?: number;
-  /** Share the port with other listeners (`SO_REUSEPORT`): how `--workers` spreads connections. */
-  reusePort?: boolean;
-  /**
-   * Accept a PROXY protocol header (v1 or v2) from these peers, a load balancer's addresses: logs,
-   * per-address caps and throttling then see the real client. Default: none.
-   */
-  trustedProxies?: TrustedProxies;
-  /** Serves each authenticated connection. Default: {@linkcode upperCaseEcho}. */
-  handler?: ServiceHandler;
-  /** Receives connection events. Default: none are logged. */
-  logger?: Logger;
-}
-
-/** Why the server closed a connection at once, before any handshake. */
-export type RefusalReason = "connection-limit" | "address-limit" | "throttled";
-
-/** Counters since the server started. */
-export interface ServerStats {
-  /** Connections the listener accepted, refused ones included. */
-  accepted: number;
-  /** Connections closed at once, by reason. */
-  refused: Partial<Record<RefusalReason, number>>;
-  /** Clients that passed the handshake. */
-  authenticated: number;
-  /** Of those, clients that answered with the previous secret of a rotation. */
-  authenticatedWithPrevious: number;
-  /** Clients that failed it, by reason (docs/PROTOCOL.md §3, §9). */
-  rejected: Record<string, number>;
-  /** Of the authenticated, clients that answered with the legacy `sha1-prefix` digest. */
-  authenticatedLegacy: number;
-  /** Of the authenticated, clients that spoke protocol v2. */
-  authenticatedV2: number;
-  /** Authenticated connections closed because a frame failed a check, by reason (§11). */
-  frameErrors: Record<string, number>;
-  /** Authenticated connections closed for idling past `idleTimeoutMs`. */
-  idleClosed: number;
-  /** Addresses put into an authentication cool-down. */
-  throttled: number;
-  /** Connections open now. */
-  active: number;
-  /** Bytes received from all clients, handshakes included. */
-  bytesIn: number;
-  /** Bytes sent to all clients, challenges included. */
-  bytesOut: number;
-  /** Time from accept to a passed handshake, as a histogram. */
-  handshakeSeconds: Histogram;
-}
-
-/** Counts of observations per bucket (not cumulative), with their sum and count. */
-export interface Histogram {
-  /** Upper bounds of the buckets, ascending; one more bucket counts everything above the last. */
-  bounds: number[];
-  /** `bounds.length + 1` counts. */
-  counts: number[];
-  /** The sum of all observations. */
-  sum: number;
-  /** How many observations. */
-  count: number;
-}
-
-/** Handshake latency buckets, in seconds: from loopback speeds to a slow client near the deadline. */
-const HANDSHAKE_BOUNDS = [
-  0.0005,
-  0.001,
-  0.0025,
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.1,
-  0.25,
-  0.5,
-  1,
-  2.5,
-  5,
-  10,
-];
-
-function observe(histogram: Histogram, value: number): void {
-  let bucket = 0;
-  while (bucket < histogram.bounds.length && value > histogram.bounds[bucket]) bucket++;
-  histogram.counts[bucket]++;
-  histogram.sum += value;
-  histogram.count++;
-}
 
 /** A handshake that passed. */
 type AuthenticatedOutcome = Extract<HandshakeOutcome, { authenticated: true }>;
@@ -203,7 +73,7 @@ interface Session {
 }
 
 /** A TCP connection that counts the bytes through it, for the `closed` log line. */
-class MeteredConnection implements ServiceConnection, TrafficCounters {
+class MeteredConnection implements TrafficCounters {
   bytesIn = 0;
   bytesOut = 0;
   /** Bumped whenever a read or write completes: a clock-free sign of life for the idle sweeper. */
@@ -226,121 +96,79 @@ class MeteredConnection implements ServiceConnection, TrafficCounters {
   }
 }
 
+/** What a {@linkcode Server} is built from: a resolved configuration and the in-thread hooks. */
+export interface ServerSettings {
+  config: ResolvedConfig;
+  /** The secrets as keys, and what the handshake accepts. */
+  policy: AuthenticationPolicy;
+  /** The caller's handler, or undefined for the default echo, which counts its own traffic. */
+  handler?: ServiceHandler;
+  logger: Logger;
+  /** The first connection id; a worker pool gives each thread its own. */
+  firstId?: number;
+  /** Added to the id for each new connection; a pool of N threads counts in steps of N. */
+  idStep?: number;
+}
+
 /**
- * A listening hmac-echo server. Create one with {@linkcode serve}; stop it with `close()`.
+ * A listening hmac-echo server in this thread. Start one with {@linkcode serve}; stop it with
+ * `close()`, or let `await using` do it.
  */
-export class Server {
+export class Server implements RunningServer {
   /** The address the server listens on, with the real port when 0 was asked for. */
   readonly addr: Deno.NetAddr;
   #listener: Deno.TcpListener;
+  #config: ResolvedConfig;
   #policy: AuthenticationPolicy;
-  /** The caller's handler, or undefined for the default echo, which counts its own traffic. */
   #handler?: ServiceHandler;
   #logger: Logger;
-  #handshakeTimeoutMs: number;
-  #maxConnections: number;
-  #maxPerAddress: number;
-  #trustedProxies?: TrustedProxies;
-  #idleTimeoutMs: number;
   #throttle: AuthFailureThrottle;
   #sessions = new Set<Session>();
   #perAddress = new Map<string, number>();
-  #nextId = 1;
-  #stats = {
-    accepted: 0,
-    refused: {} as Partial<Record<RefusalReason, number>>,
-    authenticated: 0,
-    authenticatedWithPrevious: 0,
-    authenticatedLegacy: 0,
-    authenticatedV2: 0,
-    rejected: {} as Record<string, number>,
-    frameErrors: {} as Record<string, number>,
-    idleClosed: 0,
-    throttled: 0,
-    /** Bytes of connections already closed; open ones are summed live. */
-    bytesIn: 0,
-    bytesOut: 0,
-    handshakeSeconds: {
-      bounds: HANDSHAKE_BOUNDS,
-      counts: new Array(HANDSHAKE_BOUNDS.length + 1).fill(0),
-      sum: 0,
-      count: 0,
-    } as Histogram,
-  };
+  #nextId: number;
+  #idStep: number;
+  /** This server's counters; the bytes of open connections are added when a snapshot is taken. */
+  #stats = emptyStats();
   #idleSweeper?: ReturnType<typeof setInterval>;
   #stopping = new AbortController();
   #acceptLoop: Promise<void>;
   #closed?: Promise<void>;
 
   /** Starts serving on an open listener; most callers want {@linkcode serve} instead. */
-  constructor(
-    listener: Deno.TcpListener,
-    policy: AuthenticationPolicy,
-    options: Omit<
-      ServeOptions,
-      | "secret"
-      | "previousSecret"
-      | "require"
-      | "digests"
-      | "legacyDigest"
-      | "hostname"
-      | "port"
-      | "backlog"
-      | "reusePort"
-    > = {},
-  ) {
+  constructor(listener: Deno.TcpListener, settings: ServerSettings) {
     this.#listener = listener;
     this.addr = listener.addr;
-    this.#policy = policy;
-    this.#handler = options.handler;
-    this.#logger = options.logger ?? silentLogger;
-    this.#handshakeTimeoutMs = positive(
-      "handshakeTimeoutMs",
-      options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
-    );
-    this.#maxConnections = positive(
-      "maxConnections",
-      options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-    );
-    this.#maxPerAddress = atLeastZero(
-      "maxConnectionsPerAddress",
-      options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-    );
-    this.#idleTimeoutMs = atLeastZero("idleTimeoutMs", options.idleTimeoutMs ?? 0);
-    this.#trustedProxies = options.trustedProxies;
-    this.#throttle = new AuthFailureThrottle(
-      options.throttle === false ? { maxFailures: 0 } : options.throttle,
-    );
-    if (this.#idleTimeoutMs > 0) {
+    this.#config = settings.config;
+    this.#policy = settings.policy;
+    this.#handler = settings.handler;
+    this.#logger = settings.logger;
+    this.#nextId = settings.firstId ?? 1;
+    this.#idStep = settings.idStep ?? 1;
+    this.#throttle = new AuthFailureThrottle(this.#config.throttle);
+    const idleTimeoutMs = this.#config.idleTimeoutMs;
+    if (idleTimeoutMs > 0) {
       // One sweep over all sessions instead of a timer reset on every read: the hot path only
       // bumps a counter. A connection is closed between one and 1.25 idle timeouts.
-      const every = Math.max(10, Math.min(1_000, this.#idleTimeoutMs / 4));
+      const every = Math.max(10, Math.min(1_000, idleTimeoutMs / 4));
       this.#idleSweeper = setInterval(() => this.#closeIdleSessions(), every);
     }
     this.#acceptLoop = this.#acceptConnections();
   }
 
   /** A snapshot of the server's counters. */
-  get stats(): ServerStats {
-    let bytesIn = this.#stats.bytesIn;
-    let bytesOut = this.#stats.bytesOut;
+  stats(): Promise<ServerStats> {
+    const snapshot = copyStats(this.#stats);
     for (const { conn } of this.#sessions) {
-      bytesIn += conn.bytesIn;
-      bytesOut += conn.bytesOut;
+      snapshot.bytesIn += conn.bytesIn;
+      snapshot.bytesOut += conn.bytesOut;
     }
-    return {
-      ...this.#stats,
-      refused: { ...this.#stats.refused },
-      rejected: { ...this.#stats.rejected },
-      frameErrors: { ...this.#stats.frameErrors },
-      handshakeSeconds: {
-        ...this.#stats.handshakeSeconds,
-        counts: [...this.#stats.handshakeSeconds.counts],
-      },
-      active: this.#sessions.size,
-      bytesIn,
-      bytesOut,
-    };
+    snapshot.active = this.#sessions.size;
+    return Promise.resolve(snapshot);
+  }
+
+  /** Closes the server as `close()` does, with the default grace period. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   /**
@@ -366,6 +194,7 @@ export class Server {
       await this.#allTasks();
     }
     clearInterval(this.#idleSweeper);
+    this.#logger.flush?.();
   }
 
   #allTasks(): Promise<unknown> {
@@ -394,14 +223,14 @@ export class Server {
       const address = tcp.remoteAddr.hostname;
       // A proxy's own address says nothing about its clients: per-address limits wait for the
       // PROXY header (#admitProxied); only the global cap applies here.
-      const viaProxy = this.#trustedProxies?.trusts(address) ?? false;
+      const viaProxy = this.#config.trustedProxies?.trusts(address) ?? false;
       const refusal = viaProxy ? this.#globalRefusal() : this.#refusalFor(address);
       if (refusal !== undefined) {
         this.#refuse(tcp, address, formatAddr(tcp.remoteAddr), refusal);
         continue;
       }
       const session: Session = {
-        id: this.#nextId++,
+        id: this.#nextId,
         conn: new MeteredConnection(tcp),
         address,
         remote: formatAddr(tcp.remoteAddr),
@@ -409,6 +238,7 @@ export class Server {
         counted: !viaProxy,
         startedAt: performance.now(),
       };
+      this.#nextId += this.#idStep;
       this.#sessions.add(session);
       if (session.counted) this.#countAddress(address, +1);
       session.task = this.#serveSession(session);
@@ -416,7 +246,7 @@ export class Server {
   }
 
   #globalRefusal(): RefusalReason | undefined {
-    return this.#sessions.size >= this.#maxConnections ? "connection-limit" : undefined;
+    return this.#sessions.size >= this.#config.maxConnections ? "connection-limit" : undefined;
   }
 
   #countAddress(address: string, change: 1 | -1): void {
@@ -432,7 +262,8 @@ export class Server {
 
   #addressRefusal(address: string): RefusalReason | undefined {
     if (this.#throttle.blockedFor(address) > 0) return "throttled";
-    if (this.#maxPerAddress > 0 && (this.#perAddress.get(address) ?? 0) >= this.#maxPerAddress) {
+    const cap = this.#config.maxConnectionsPerAddress;
+    if (cap > 0 && (this.#perAddress.get(address) ?? 0) >= cap) {
       return "address-limit";
     }
     return undefined;
@@ -441,9 +272,9 @@ export class Server {
   #refuse(tcp: Deno.TcpConn, address: string, remote: string, reason: RefusalReason): void {
     increment(this.#stats.refused, reason);
     const limit = reason === "connection-limit"
-      ? this.#maxConnections
+      ? this.#config.maxConnections
       : reason === "address-limit"
-      ? this.#maxPerAddress
+      ? this.#config.maxConnectionsPerAddress
       : undefined;
     const retryInMs = reason === "throttled"
       ? Math.ceil(this.#throttle.blockedFor(address))
@@ -465,7 +296,7 @@ export class Server {
     logger.log("info", "accepted", { id, remote: session.remote });
     const deadline = setTimeout(
       () => this.#closeSession(session, "handshake-timeout"),
-      this.#handshakeTimeoutMs,
+      this.#config.handshakeTimeoutMs,
     );
     try {
       conn.tcp.setNoDelay(true);
@@ -494,7 +325,7 @@ export class Server {
           this.#recordRejection(
             session,
             "handshake-timeout",
-            `no answer within ${this.#handshakeTimeoutMs} ms`,
+            `no answer within ${this.#config.handshakeTimeoutMs} ms`,
           );
           break;
         case "idle-timeout":
@@ -502,7 +333,7 @@ export class Server {
           logger.log("info", "idle-timeout", {
             id,
             remote: session.remote,
-            idleTimeoutMs: this.#idleTimeoutMs,
+            idleTimeoutMs: this.#config.idleTimeoutMs,
           });
           break;
         case "shutdown":
@@ -566,8 +397,8 @@ export class Server {
       this.#stats.authenticatedWithPrevious++;
       this.#logger.log("warn", "previous-secret-used", { id, remote });
     }
-    if (outcome.protocol === 1 && outcome.legacy) {
-      this.#stats.authenticatedLegacy++;
+    if (outcome.protocol === 1 && outcome.sha1Prefix) {
+      this.#stats.authenticatedSha1Prefix++;
       this.#logger.log("warn", "legacy-digest-used", {
         id,
         remote,
@@ -579,7 +410,7 @@ export class Server {
       id,
       remote,
       protocol: outcome.protocol,
-      digest: outcome.protocol === 2 ? outcome.digest : outcome.legacy ? "sha1-prefix" : "sha1",
+      digest: outcome.protocol === 2 ? outcome.digest : outcome.sha1Prefix ? "sha1-prefix" : "sha1",
       mode: outcome.protocol === 2 ? outcome.mode : "plain",
     });
   }
@@ -656,7 +487,7 @@ export class Server {
       if (session.conn.activity !== session.seenActivity || session.quietSince === undefined) {
         session.seenActivity = session.conn.activity;
         session.quietSince = now;
-      } else if (now - session.quietSince >= this.#idleTimeoutMs) {
+      } else if (now - session.quietSince >= this.#config.idleTimeoutMs) {
         this.#closeSession(session, "idle-timeout");
       }
     }
@@ -664,69 +495,80 @@ export class Server {
 }
 
 /**
- * Starts an hmac-echo server: imports the secret once, listens, and serves every connection in
- * its own task.
+ * Starts an hmac-echo server: checks the options, imports the secret once, listens, and serves
+ * every connection in its own task; with `workers` above 1, in that many threads sharing the port.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { serve } from "./server.ts";
- * const server = await serve({ secret: new TextEncoder().encode("s3cret"), port: 0 });
- * console.log(`listening on port ${server.addr.port}`);
- * await server.close();
+ * const secret = new TextEncoder().encode("correct horse battery staple");
+ * await using server = await serve({ secret, port: 0 });
+ * assert.ok(server.addr.port > 0);
  * ```
  * @throws {Deno.errors.AddrInUse} if the port is taken.
- * @throws {RangeError} if the secret is empty or an option is out of range.
+ * @throws {ConfigError} (a `RangeError`) naming an option that is out of range.
  */
-export async function serve(options: ServeOptions): Promise<Server> {
-  const legacy = options.legacyDigest ?? false;
-  if (legacy && options.require !== undefined) {
-    throw new RangeError(
-      `legacyDigest accepts v1 answers, but require: "${options.require}" refuses them`,
-    );
+export async function serve(options: ServeOptions): Promise<RunningServer> {
+  const config = resolveConfig(options);
+  if (config.workers === 1) {
+    return await listen(config, { handler: options.handler, logger: options.logger });
   }
-  for (const digest of options.digests ?? []) {
-    if (!isDigestName(digest)) {
-      throw new RangeError(`unknown digest "${digest}": use sha1, sha256, sha384 or sha512`);
+  for (const hook of ["handler", "logger"] as const) {
+    if (options[hook] !== undefined) {
+      throw new ConfigError(
+        hook,
+        "absent with workers above 1",
+        "a function",
+        `${hook} runs in the calling thread only: it cannot be combined with workers: ${config.workers}`,
+      );
     }
   }
-  const keys = await secretKeys(options.secret, { legacy });
-  const previousKeys = options.previousSecret === undefined
-    ? undefined
-    : await secretKeys(options.previousSecret, { legacy });
-  if (legacy && !keys.acceptsLegacy) {
-    throw new RangeError("legacyDigest needs the secret as bytes, not as SecretKeys");
-  }
-  const listener = Deno.listen({
-    hostname: options.hostname ?? DEFAULT_HOSTNAME,
-    port: options.port ?? DEFAULT_PORT,
-    transport: "tcp",
-    tcpBacklog: options.backlog ?? DEFAULT_BACKLOG,
-    reusePort: options.reusePort ?? false,
-  });
-  const policy = { keys, previousKeys, require: options.require, digests: options.digests, legacy };
-  return new Server(listener, policy, options);
+  const { handler: _handler, logger: _logger, ...plain } = options;
+  return await startWorkerPool(plain, config);
 }
 
-function increment<K extends string>(counts: Partial<Record<K, number>>, key: K): void {
-  counts[key] = (counts[key] ?? 0) + 1;
+/** What only the calling thread can give {@linkcode listen}. */
+export interface ListenHooks {
+  handler?: ServiceHandler;
+  /** Default: the `log` option's stderr lines, or none. */
+  logger?: Logger;
+  /** Share the port with the pool's other threads (`SO_REUSEPORT`). */
+  reusePort?: boolean;
+  firstId?: number;
+  idStep?: number;
+}
+
+/**
+ * Listens and serves in this thread: what `serve` does with one worker, and each pool thread does.
+ * Not part of the public API.
+ */
+export async function listen(config: ResolvedConfig, hooks: ListenHooks = {}): Promise<Server> {
+  const sha1Prefix = config.sha1Prefix;
+  const keys = await SecretKeys.import(config.secret, { sha1Prefix });
+  const previousKeys = config.previousSecret === undefined
+    ? undefined
+    : await SecretKeys.import(config.previousSecret, { sha1Prefix });
+  const listener = Deno.listen({
+    hostname: config.hostname,
+    port: config.port,
+    transport: "tcp",
+    tcpBacklog: config.backlog,
+    reusePort: hooks.reusePort ?? false,
+  });
+  const { require, digests } = config;
+  return new Server(listener, {
+    config,
+    policy: { keys, previousKeys, require, digests, sha1Prefix },
+    handler: hooks.handler,
+    logger: hooks.logger ?? createLogger(config.log),
+    firstId: hooks.firstId,
+    idStep: hooks.idStep,
+  });
 }
 
 function describeError(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-}
-
-function positive(name: string, value: number): number {
-  if (!(value > 0) || !Number.isFinite(value)) {
-    throw new RangeError(`${name} must be a positive number, got ${value}`);
-  }
-  return value;
-}
-
-function atLeastZero(name: string, value: number): number {
-  if (!(value >= 0) || !Number.isFinite(value)) {
-    throw new RangeError(`${name} must be 0 or more, got ${value}`);
-  }
-  return value;
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts, leaving no timer behind. */

@@ -7,7 +7,8 @@
  * @module
  */
 
-import { type ByteStream, writeAll } from "./_io.ts";
+import { type ByteStream, writeAll } from "../_io.ts";
+import { HmacEchoError } from "../errors.ts";
 
 /** The largest payload one frame may carry; a longer one is refused before its body is read. */
 export const MAX_FRAME_PAYLOAD = 65_536;
@@ -17,6 +18,9 @@ const HMAC_TAG_LENGTH = 32;
 const GCM_TAG_LENGTH = 16;
 /** The receive buffer starts small, as idle connections keep it, and grows to one whole frame. */
 const INITIAL_INBOX = 1024;
+
+/** How the service bytes travel after a v2 handshake (docs/PROTOCOL.md §11). */
+export type FrameMode = "plain" | "integrity" | "encrypt";
 
 /** The session keys of one side, from `deriveFrameKeys` (docs/PROTOCOL.md §11). */
 export interface FrameKeys {
@@ -39,14 +43,17 @@ export type FrameErrorReason =
   | "data-after-end";
 
 /** A received frame failed a check: the connection must be closed, and nothing of it used. */
-export class FrameError extends Error {
+export class FrameError extends HmacEchoError {
+  /** Why the frame was refused. */
+  declare readonly reason: FrameErrorReason;
+
   /** Builds the error; `reason` is the name logged, `detail` what exactly was wrong. */
-  constructor(readonly reason: FrameErrorReason, readonly detail: string) {
+  constructor(reason: FrameErrorReason, readonly detail: string) {
     super(
-      `the peer's frames failed a check (${reason}: ${detail}); the connection was closed, ` +
+      reason,
+      `The peer's frames failed a check (${reason}: ${detail}); the connection was closed, ` +
         "as the bytes may have been altered on the way",
     );
-    this.name = "FrameError";
   }
 }
 
@@ -55,10 +62,17 @@ export class FrameError extends Error {
  * sends its data as frames; `closeWrite` sends the end frame.
  *
  * @example
- * ```ts ignore
- * const framed = new FramedConnection(conn, session.frameKeys);
- * await writeAll(framed, new TextEncoder().encode("hello"));
- * await framed.closeWrite();
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FramedConnection, type FrameKeys } from "./frames.ts";
+ * const key = () => crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+ * const keys: FrameKeys = { mode: "encrypt", send: await key(), receive: await key() };
+ * const wire: Uint8Array[] = [];
+ * const stream = { read: () => Promise.resolve(null), write: (b: Uint8Array) => (wire.push(b.slice()), Promise.resolve(b.length)) };
+ * const framed = new FramedConnection(stream, keys);
+ * await framed.write(new TextEncoder().encode("hello"));
+ * await framed.closeWrite(); // the end frame
+ * assert.ok(wire.length === 2);
  * ```
  */
 export class FramedConnection implements ByteStream {

@@ -1,0 +1,79 @@
+/**
+ * The command line: dispatches to `serve` or `connect` and turns their outcome into an exit
+ * status. The only layer that talks to the user; `main.ts` and `bin/` only call
+ * {@linkcode runCli}.
+ *
+ * @module
+ */
+
+import { parseConnectArgs, runConnect } from "./connect.ts";
+import { UsageError } from "./flags.ts";
+import { printError, writeOut } from "./output.ts";
+import { SecretError } from "./secret.ts";
+import { parseServeArgs, runServe } from "./serve.ts";
+import { USAGE, VERSION } from "./usage.ts";
+
+/** Exit status: success. */
+const EXIT_OK = 0;
+/** Exit status: the run failed (rejected, unreachable, port taken). */
+const EXIT_FAILURE = 1;
+/** Exit status: the command line or the configuration is wrong. */
+const EXIT_USAGE = 2;
+
+/**
+ * Runs the program with `args` (without the program name) and returns its exit status.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { runCli } from "./cli.ts";
+ * assert.ok(await runCli(["no-such-command"]) === 2);
+ * ```
+ */
+export async function runCli(args: string[]): Promise<number> {
+  try {
+    return await dispatch(args);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      printError(`${error.message}. Run "hmac-echo --help" for usage.`);
+      return EXIT_USAGE;
+    }
+    if (error instanceof SecretError) {
+      printError(error.message);
+      return EXIT_USAGE;
+    }
+    printError(`Unexpected error: ${error instanceof Error ? error.message : String(error)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+async function dispatch(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  switch (command) {
+    case "serve": {
+      const parsed = parseServeArgs(rest);
+      return parsed.kind === "help" ? await help() : await runServe(parsed);
+    }
+    case "connect": {
+      const parsed = parseConnectArgs(rest);
+      return parsed.kind === "help" ? await help() : await runConnect(parsed);
+    }
+    case "--help":
+    case "-h":
+    case "help":
+      return await help();
+    case "--version":
+    case "-V":
+      await writeOut(`hmac-echo ${VERSION}\n`);
+      return EXIT_OK;
+    case undefined:
+      throw new UsageError("Missing command: serve or connect");
+    default:
+      throw new UsageError(`Unknown command "${command}": use serve or connect`);
+  }
+}
+
+async function help(): Promise<number> {
+  await writeOut(USAGE);
+  return EXIT_OK;
+}

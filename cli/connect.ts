@@ -1,0 +1,203 @@
+/**
+ * `hmac-echo connect`: {@linkcode parseConnectArgs} turns the flags into a checked command
+ * without touching the system; {@linkcode runConnect} runs it.
+ *
+ * @module
+ */
+
+import { writeAll } from "../_io.ts";
+import { HmacEchoError } from "../errors.ts";
+import { connect, type ConnectOptions, relay } from "../client/client.ts";
+import { DIGESTS, isDigestName } from "../protocol/keys.ts";
+import { FrameError } from "../protocol/frames.ts";
+import { DEFAULT_HOSTNAME, DEFAULT_PORT } from "../server/config.ts";
+import {
+  COMMON_OPTIONS,
+  frameFlag,
+  numberFrom,
+  parseFlags,
+  parsePort,
+  UsageError,
+} from "./flags.ts";
+import { printError, writeErr, writeOut } from "./output.ts";
+import { loadSecret } from "./secret.ts";
+
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+
+const CONNECT_OPTIONS = {
+  ...COMMON_OPTIONS,
+  message: { type: "string" },
+  retry: { type: "string" },
+  protocol: { type: "string" },
+  digest: { type: "string" },
+  integrity: { type: "boolean" },
+  encrypt: { type: "boolean" },
+} as const;
+
+/** The client's options without its secret: what the flags say, checked. */
+export type ConnectSettings = Omit<ConnectOptions, "secret" | "onRetry"> & {
+  hostname: string;
+  port: number;
+};
+
+/** What `connect`'s flags ask for. */
+export type ConnectCommand =
+  | { kind: "help" }
+  | {
+    kind: "connect";
+    options: ConnectSettings;
+    secretFile?: string;
+    /** `--message`: send it, print the reply, exit. Otherwise stdin is relayed. */
+    message?: string;
+    /** Said on stderr before connecting (a weak digest asked for, say). */
+    warnings: string[];
+  };
+
+const ALL_DIGESTS = Object.keys(DIGESTS).join(",");
+
+/**
+ * Parses `connect`'s flags into a command. Pure: no file, network or environment is touched.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseConnectArgs } from "./connect.ts";
+ * const command = parseConnectArgs(["--port", "4444", "--encrypt"]);
+ * assert.ok(command.kind === "connect" && command.options.mode === "encrypt");
+ * ```
+ * @throws {UsageError} naming the flag that is wrong.
+ */
+export function parseConnectArgs(args: string[]): ConnectCommand {
+  const values = parseFlags(args, CONNECT_OPTIONS);
+  if (values.help) return { kind: "help" };
+  const retries = numberFrom(values.retry) ?? 0;
+  if (!Number.isInteger(retries) || retries < 0) {
+    throw new UsageError(`--retry must be a whole number, 0 or more, got "${values.retry}"`);
+  }
+  const warnings: string[] = [];
+  const port = values.port === undefined ? DEFAULT_PORT : parsePort("--port", values.port);
+  if (port === 0) throw new UsageError("--port must be 1-65535 for connect");
+  const options: ConnectSettings = {
+    hostname: values.host ?? DEFAULT_HOSTNAME,
+    port,
+    retries,
+    ...handshakeFrom(values, warnings),
+  };
+  return {
+    kind: "connect",
+    options,
+    secretFile: values["secret-file"],
+    message: values.message,
+    warnings,
+  };
+}
+
+/** connect's --protocol, --digest, --integrity and --encrypt, as connect() options. */
+function handshakeFrom(
+  values: { protocol?: string; digest?: string; integrity?: boolean; encrypt?: boolean },
+  warnings: string[],
+): Pick<ConnectOptions, "protocol" | "digest" | "mode"> {
+  const { protocol = "2", digest } = values;
+  const mode = frameFlag(values);
+  if (protocol === "1") {
+    if (mode !== undefined) {
+      throw new UsageError("protocol 1 has no frames: --integrity and --encrypt need --protocol 2");
+    }
+    if (digest !== undefined && digest !== "hmac-sha1" && digest !== "sha1-prefix") {
+      throw new UsageError(
+        `protocol 1 answers with hmac-sha1 or sha1-prefix, not "${digest}"; ` +
+          "other digests need --protocol 2",
+      );
+    }
+    if (digest === "sha1-prefix") {
+      warnings.push(
+        "warning: --digest sha1-prefix sends the tutorial's sha1(secret + challenge), which is " +
+          "weaker than HMAC; use it only while a server is being migrated",
+      );
+    }
+    return { protocol: 1, digest: digest === "sha1-prefix" ? digest : undefined };
+  }
+  if (protocol !== "2") throw new UsageError(`--protocol must be 1 or 2, got "${protocol}"`);
+  if (digest !== undefined && !isDigestName(digest)) {
+    throw new UsageError(
+      `--digest for protocol 2 must be one of ${ALL_DIGESTS}, got "${digest}"` +
+        (digest === "sha1-prefix" ? " (sha1-prefix is a protocol 1 answer: add --protocol 1)" : ""),
+    );
+  }
+  return { protocol: 2, digest, mode: mode ?? "plain" };
+}
+
+/** Runs a parsed `connect` command; returns the exit status. */
+export async function runConnect(
+  command: Extract<ConnectCommand, { kind: "connect" }>,
+): Promise<number> {
+  for (const warning of command.warnings) printError(warning);
+  const { hostname, port } = command.options;
+  const { secret } = await loadSecret({
+    secretFile: command.secretFile,
+    createDefault: false,
+    getEnv: (name) => Deno.env.get(name),
+  });
+  try {
+    const client = await connect({
+      ...command.options,
+      secret,
+      onRetry: ({ attempt, of, delayMs, error }) =>
+        printError(
+          `${
+            describeConnectError(error, hostname, port)
+          }; retry ${attempt} of ${of} in ${delayMs} ms`,
+        ),
+    });
+    if (command.message !== undefined) {
+      await sendMessage(client, command.message);
+    } else if (Deno.stdin.isTerminal()) {
+      printError(`Connected to ${client.server}. Type lines; Ctrl-D ends the session.`);
+      await writeErr("> ");
+      await relay(client, Deno.stdin.readable, async (chunk) => {
+        await writeAll(Deno.stdout, chunk);
+        if (chunk[chunk.length - 1] === 0x0a) await writeErr("> ");
+      });
+      await writeErr("\n"); // end the last prompt's line
+    } else {
+      await relay(client, Deno.stdin.readable, (chunk) => writeAll(Deno.stdout, chunk));
+    }
+    return EXIT_OK;
+  } catch (error) {
+    printError(describeConnectError(error, hostname, port));
+    return EXIT_FAILURE;
+  }
+}
+
+/** `--message`: sends it, prints the reply, and ends it with a newline as echo does. */
+async function sendMessage(client: Parameters<typeof relay>[0], message: string): Promise<void> {
+  let last = 0x0a;
+  await relay(client, ReadableStream.from([new TextEncoder().encode(message)]), (chunk) => {
+    last = chunk[chunk.length - 1];
+    return writeAll(Deno.stdout, chunk);
+  });
+  if (last !== 0x0a) await writeOut("\n");
+}
+
+/** The command line's advice after a library error, keyed on the error's reason. */
+const HINTS: Record<string, string> = {
+  "unsupported-digest": ": choose another with --digest",
+  "mode-refused": ": add --integrity or --encrypt",
+  "no-hello-answer": ". To use v1 anyway, which does not authenticate the server, ask for it " +
+    "with --protocol 1",
+};
+
+/** Why the connection failed, for people. */
+function describeConnectError(error: unknown, hostname: string, port: number): string {
+  const where = `${hostname}:${port}`;
+  if (error instanceof FrameError) return `Connection to ${where} closed: ${error.message}`;
+  if (error instanceof HmacEchoError) return error.message + (HINTS[error.reason] ?? "");
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    return `Cannot connect to ${where}: connection refused. Is the server running there?`;
+  }
+  if (error instanceof Deno.errors.TimedOut) {
+    return `Cannot connect to ${where}: timed out. Check the host, the port and any firewall`;
+  }
+  return `Connection to ${where} failed: ${error instanceof Error ? error.message : String(error)}`;
+}

@@ -1,0 +1,76 @@
+/**
+ * Flag parsing shared by the commands: `node:util`'s parser with one-line messages, numbers and
+ * ports from their text, and the translation of a library `ConfigError` into a flag's message.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ConfigError } from "../errors.ts";
+
+/** A command line that makes no sense; printed with a pointer to --help, exit status 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** The flags every command takes. */
+export const COMMON_OPTIONS = {
+  host: { type: "string" },
+  port: { type: "string" },
+  "secret-file": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Parses `args` strictly against `options`; a problem becomes a one-line {@linkcode UsageError}. */
+export function parseFlags<
+  const T extends Record<string, { type: "string" | "boolean"; short?: string }>,
+>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    // node:util's messages span lines (the problem, then a hint); keep both, on one line.
+    const message = error instanceof Error ? error.message.split("\n").join(" ") : String(error);
+    throw new UsageError(message.replace(/\.$/, ""));
+  }
+}
+
+/**
+ * A flag's number, as the library option wants it; `NaN` for text that is not a plain decimal
+ * number, which the option's own check then refuses.
+ */
+export function numberFrom(text: string | undefined, scale = 1): number | undefined {
+  if (text === undefined) return undefined;
+  return /^[+-]?(\d+\.?\d*|\.\d+)$/.test(text.trim()) ? Number(text) * scale : NaN;
+}
+
+/** The port in `--port`-like flags: a whole number from 0 (any free port) to 65535. */
+export function parsePort(flag: string, text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535) {
+    throw new UsageError(`${flag} must be a whole number from 0 to 65535, got "${text}"`);
+  }
+  return port;
+}
+
+/**
+ * A library option error as a usage error about the flag that set it. `flags` maps option names
+ * to flags and the text the user gave them.
+ */
+export function usageErrorFor(
+  error: ConfigError,
+  flags: Record<string, { flag: string; text?: string } | undefined>,
+): UsageError {
+  const source = flags[error.option];
+  if (source === undefined) return new UsageError(error.message);
+  if (error.message.startsWith(`${error.option} must be `)) {
+    const got = source.text ?? JSON.stringify(error.value);
+    return new UsageError(`${source.flag} must be ${error.expected}, got "${got}"`);
+  }
+  // A message of its own (`digests: unknown digest …`): name the flag where it names the option.
+  return new UsageError(error.message.replace(error.option, source.flag));
+}
+
+/** The strongest frame flag given: `--encrypt` wins over `--integrity`. */
+export function frameFlag(values: { integrity?: boolean; encrypt?: boolean }) {
+  return values.encrypt ? "encrypt" as const : values.integrity ? "integrity" as const : undefined;
+}

@@ -1,0 +1,20 @@
+/** The command line's own output: stdout for results, stderr for messages. */
+
+import { writeAll } from "../_io.ts";
+
+const encoder = new TextEncoder();
+
+/** Writes `text` to stdout. */
+export function writeOut(text: string): Promise<void> {
+  return writeAll(Deno.stdout, encoder.encode(text));
+}
+
+/** Writes `text` to stderr. */
+export function writeErr(text: string): Promise<void> {
+  return writeAll(Deno.stderr, encoder.encode(text));
+}
+
+/** One `hmac-echo: …` line on stderr. */
+export function printError(message: string): void {
+  console.error(`hmac-echo: ${message}`);
+}

@@ -1,0 +1,391 @@
+/**
+ * `hmac-echo serve`: {@linkcode parseServeArgs} turns the flags into a checked command without
+ * touching the system; {@linkcode runServe} runs it, one step per function.
+ *
+ * @module
+ */
+
+import { formatAddr } from "../_io.ts";
+import { ConfigError } from "../errors.ts";
+import { type Logger, StderrLogger } from "../log.ts";
+import { type DigestName, DIGESTS } from "../protocol/keys.ts";
+import type { Requirement } from "../protocol/outcome.ts";
+import {
+  DEFAULT_GRACE_PERIOD_MS,
+  DEFAULT_HOSTNAME,
+  DEFAULT_PORT,
+  resolveSettings,
+  type ServerConfig,
+} from "../server/config.ts";
+import { serveMetrics } from "../server/metrics.ts";
+import { type RunningServer, serve } from "../server/server.ts";
+import type { ServerStats } from "../server/stats.ts";
+import {
+  COMMON_OPTIONS,
+  frameFlag,
+  numberFrom,
+  parseFlags,
+  parsePort,
+  UsageError,
+  usageErrorFor,
+} from "./flags.ts";
+import { printError } from "./output.ts";
+import { loadPreviousSecret, loadSecret } from "./secret.ts";
+
+/** Exit statuses `serve` returns. */
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+
+const SERVE_OPTIONS = {
+  ...COMMON_OPTIONS,
+  "handshake-timeout": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "max-connections": { type: "string" },
+  "max-connections-per-address": { type: "string" },
+  "throttle-after": { type: "string" },
+  "throttle-window": { type: "string" },
+  "throttle-cooldown": { type: "string" },
+  backlog: { type: "string" },
+  workers: { type: "string" },
+  "previous-secret-file": { type: "string" },
+  "proxy-protocol": { type: "boolean" },
+  "trusted-proxies": { type: "string" },
+  "metrics-port": { type: "string" },
+  "metrics-host": { type: "string" },
+  "log-format": { type: "string" },
+  quiet: { type: "boolean" },
+  "require-v2": { type: "boolean" },
+  integrity: { type: "boolean" },
+  encrypt: { type: "boolean" },
+  digests: { type: "string" },
+  digest: { type: "string" },
+} as const;
+
+/** The server's settings without its secrets: what the flags say, checked. */
+export type ServeSettings = Omit<ServerConfig, "secret" | "previousSecret">;
+
+/** What `serve`'s flags ask for. */
+export type ServeCommand =
+  | { kind: "help" }
+  | {
+    kind: "serve";
+    /** The server's configuration, checked by the server's own validator. */
+    settings: ServeSettings;
+    secretFile?: string;
+    previousSecretFile?: string;
+    /** Where to serve `/metrics` and `/healthz`, if anywhere. */
+    metrics?: { hostname: string; port: number };
+  };
+
+/**
+ * Parses `serve`'s flags into a command, checked with the server's own validator. Pure: no file,
+ * network or environment is touched.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseServeArgs } from "./serve.ts";
+ * const command = parseServeArgs(["--port", "0", "--encrypt"]);
+ * assert.ok(command.kind === "serve" && command.settings.require === "encrypt");
+ * ```
+ * @throws {UsageError} naming the flag that is wrong.
+ */
+export function parseServeArgs(args: string[]): ServeCommand {
+  const values = parseFlags(args, SERVE_OPTIONS);
+  if (values.help) return { kind: "help" };
+  const workers = numberFrom(values.workers);
+  const trustedList = values["trusted-proxies"];
+  if ((values["proxy-protocol"] ?? false) !== (trustedList !== undefined)) {
+    throw new UsageError(
+      "--proxy-protocol and --trusted-proxies go together: the PROXY protocol is accepted only " +
+        "from the balancers listed",
+    );
+  }
+  if (values.digest !== undefined && values.digest !== "sha1-prefix") {
+    throw new UsageError(
+      `serve --digest takes only sha1-prefix (the legacy v1 answer), got "${values.digest}"; ` +
+        "choose v2 digests with --digests",
+    );
+  }
+  const settings: ServeSettings = {
+    hostname: values.host,
+    port: values.port === undefined ? undefined : parsePort("--port", values.port),
+    handshakeTimeoutMs: numberFrom(values["handshake-timeout"], 1000),
+    idleTimeoutMs: numberFrom(values["idle-timeout"], 1000),
+    maxConnections: numberFrom(values["max-connections"]),
+    maxConnectionsPerAddress: numberFrom(values["max-connections-per-address"]),
+    throttle: {
+      maxFailures: numberFrom(values["throttle-after"]),
+      windowMs: numberFrom(values["throttle-window"], 1000),
+      cooldownMs: numberFrom(values["throttle-cooldown"], 1000),
+    },
+    backlog: numberFrom(values.backlog),
+    // 0: one thread per core.
+    workers: workers === 0 ? navigator.hardwareConcurrency : workers,
+    require: requirementFrom(values),
+    // Unchecked names: resolveSettings() below refuses any that is not a digest.
+    digests: values.digests?.split(",").map((name) => name.trim().toLowerCase())
+      .filter((name) => name) as DigestName[] | undefined,
+    sha1Prefix: values.digest === "sha1-prefix",
+    trustedProxies: trustedList?.split(","),
+    log: { format: values["log-format"] as "text" | "json" | undefined, quiet: values.quiet },
+  };
+  try {
+    resolveSettings(settings);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw usageErrorFor(error, flagsOf(values));
+  }
+  return {
+    kind: "serve",
+    settings,
+    secretFile: values["secret-file"],
+    previousSecretFile: values["previous-secret-file"],
+    metrics: values["metrics-port"] === undefined ? undefined : {
+      hostname: values["metrics-host"] ?? DEFAULT_HOSTNAME,
+      port: parsePort("--metrics-port", values["metrics-port"]),
+    },
+  };
+}
+
+/** serve's --require-v2, --integrity and --encrypt as the server's `require`. */
+function requirementFrom(
+  values: { "require-v2"?: boolean; integrity?: boolean; encrypt?: boolean },
+): Requirement | undefined {
+  return frameFlag(values) ?? (values["require-v2"] ? "v2" : undefined);
+}
+
+/** Which flag set each server option, and to what text, for the messages of a `ConfigError`. */
+function flagsOf(values: Record<string, string | boolean | undefined>) {
+  const flag = (name: string) => ({ flag: `--${name}`, text: values[name] as string | undefined });
+  return {
+    port: flag("port"),
+    backlog: flag("backlog"),
+    workers: flag("workers"),
+    handshakeTimeoutMs: flag("handshake-timeout"),
+    idleTimeoutMs: flag("idle-timeout"),
+    maxConnections: flag("max-connections"),
+    maxConnectionsPerAddress: flag("max-connections-per-address"),
+    "throttle.maxFailures": flag("throttle-after"),
+    "throttle.windowMs": flag("throttle-window"),
+    "throttle.cooldownMs": flag("throttle-cooldown"),
+    digests: flag("digests"),
+    trustedProxies: flag("trusted-proxies"),
+    "log.format": flag("log-format"),
+    sha1Prefix: { flag: "--digest sha1-prefix" },
+  };
+}
+
+/** Runs a parsed `serve` command until SIGINT or SIGTERM; returns the exit status. */
+export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>): Promise<number> {
+  const { settings } = command;
+  const logger = new StderrLogger(settings.log);
+  const secrets = await loadSecrets(command, logger);
+  const config = { ...settings, ...secrets, ...clampToOpenFiles(settings, logger) };
+  if (config.sha1Prefix) {
+    logger.log("warn", "legacy-digest-enabled", {
+      digest: "sha1-prefix",
+      note: "sha1(secret + challenge) answers are accepted: not an HMAC, and open to length " +
+        "extension; move those clients to HMAC and drop --digest sha1-prefix",
+    });
+  }
+  let server: RunningServer;
+  try {
+    server = await serve(config);
+  } catch (error) {
+    printError(describeListenError(error, config.hostname ?? DEFAULT_HOSTNAME, config.port));
+    return EXIT_FAILURE;
+  }
+  let draining = false;
+  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (command.metrics) {
+    metrics = startMetrics(command.metrics, server, () => draining, logger);
+    if (!metrics) {
+      await server.close({ gracePeriodMs: 0 });
+      return EXIT_FAILURE;
+    }
+  }
+  // The secret is loaded and the port bound: a network-facing process needs no files or
+  // environment from here on, so give those permissions back.
+  for (const name of ["read", "write", "env"] as const) Deno.permissions.revokeSync({ name });
+
+  // Handlers first: a signal sent as soon as "listening" appears must find them in place.
+  const shutdownSignal = waitForShutdownSignal(logger);
+  logListening(logger, server, config, secrets.source);
+  await shutdownSignal;
+  draining = true; // /healthz says 503 from now on, so a balancer stops sending new clients
+  await server.close({ gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
+  await metrics?.shutdown();
+  logStopped(logger, await server.stats());
+  logger.flush();
+  return EXIT_OK;
+}
+
+/** Loads the secret (creating the default file on first run) and a rotation's previous one. */
+async function loadSecrets(
+  command: { secretFile?: string; previousSecretFile?: string },
+  logger: Logger,
+): Promise<{ secret: Uint8Array; previousSecret?: Uint8Array; source: string }> {
+  const getEnv = (name: string) => Deno.env.get(name);
+  const loaded = await loadSecret({ secretFile: command.secretFile, createDefault: true, getEnv });
+  if (loaded.created) {
+    logger.log("notice", "secret-created", {
+      path: loaded.source.replace(/^file /, ""),
+      note: "a new random secret; clients on this machine find it there",
+    });
+  }
+  for (const warning of loaded.warnings) logger.log("warn", "secret-warning", { warning });
+  const previous = await loadPreviousSecret({ secretFile: command.previousSecretFile, getEnv });
+  if (previous) {
+    logger.log("notice", "rotation", {
+      previous: previous.source,
+      note: "the previous secret is accepted too; remove it once no client uses it",
+    });
+    for (const warning of previous.warnings) logger.log("warn", "secret-warning", { warning });
+  }
+  return { secret: loaded.secret, previousSecret: previous?.secret, source: loaded.source };
+}
+
+/** Descriptors kept free of connections: stdio, the listener, Deno's own. */
+const RESERVED_DESCRIPTORS = 64;
+
+/**
+ * `maxConnections`, lowered below the open-file limit when it is known: running out of
+ * descriptors is worse than refusing.
+ */
+function clampToOpenFiles(settings: ServeSettings, logger: Logger): { maxConnections?: number } {
+  const fileLimit = openFileLimit();
+  const wanted = resolveSettings(settings).maxConnections;
+  if (fileLimit === undefined || wanted <= fileLimit - RESERVED_DESCRIPTORS) return {};
+  const clamped = Math.max(1, fileLimit - RESERVED_DESCRIPTORS);
+  logger.log("warn", "max-connections-lowered", {
+    from: wanted,
+    to: clamped,
+    reason: `the open-file limit is ${fileLimit}; raise it (ulimit -n) to serve more`,
+  });
+  return { maxConnections: clamped };
+}
+
+/** The soft limit on open files, from /proc on Linux; undefined where it cannot be read. */
+function openFileLimit(): number | undefined {
+  try {
+    const limits = Deno.readTextFileSync("/proc/self/limits");
+    const soft = limits.match(/^Max open files\s+(\d+|unlimited)/m)?.[1];
+    return soft === undefined || soft === "unlimited" ? undefined : Number(soft);
+  } catch {
+    return undefined; // not Linux, or not allowed: nothing to clamp against
+  }
+}
+
+/** Serves /metrics and /healthz; undefined (and the reason printed) if it cannot listen. */
+function startMetrics(
+  where: { hostname: string; port: number },
+  server: RunningServer,
+  draining: () => boolean,
+  logger: Logger,
+): Deno.HttpServer<Deno.NetAddr> | undefined {
+  let metrics: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    metrics = serveMetrics({ ...where, stats: () => server.stats(), draining });
+  } catch (error) {
+    printError(
+      describeListenError(error, where.hostname, where.port, "--metrics-port")
+        .replace("listen", "serve metrics"),
+    );
+    return undefined;
+  }
+  logger.log("notice", "metrics", {
+    address: formatAddr(metrics.addr),
+    paths: "/metrics /healthz",
+  });
+  return metrics;
+}
+
+function logListening(
+  logger: Logger,
+  server: RunningServer,
+  config: ServerConfig,
+  secretSource: string,
+): void {
+  const { require, maxConnections, maxConnectionsPerAddress, handshakeTimeoutMs, idleTimeoutMs } =
+    resolveSettings(config);
+  logger.log("notice", "listening", {
+    address: formatAddr(server.addr),
+    secret: secretSource,
+    workers: config.workers ?? 1,
+    protocols: require === undefined ? "1,2" : "2",
+    require: require === undefined || require === "v2" ? undefined : require,
+    digests: (config.digests ?? Object.keys(DIGESTS)).join(","),
+    maxConnections,
+    maxConnectionsPerAddress,
+    handshakeTimeoutMs,
+    idleTimeoutMs,
+    throttleAfter: resolveSettings(config).throttle.maxFailures,
+  });
+}
+
+function logStopped(logger: Logger, stats: ServerStats): void {
+  const { accepted, authenticated, refused, rejected, throttled, idleClosed, frameErrors } = stats;
+  logger.log("notice", "stopped", {
+    accepted,
+    authenticated,
+    rejected: sum(rejected),
+    refused: sum(refused),
+    throttled,
+    idleClosed,
+    frameErrors: sum(frameErrors),
+    ...prefixed("rejected-", rejected),
+    ...prefixed("refused-", refused),
+    ...prefixed("frame-", frameErrors),
+  });
+}
+
+/** `{ a: 1 }` as `{ "rejected-a": 1 }`: per-reason counts as flat log fields. */
+function prefixed(prefix: string, counts: Record<string, number | undefined>) {
+  return Object.fromEntries(Object.entries(counts).map(([key, n]) => [prefix + key, n]));
+}
+
+function sum(counts: Record<string, number | undefined>): number {
+  return Object.values(counts).reduce((total: number, n) => total + (n ?? 0), 0);
+}
+
+/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
+function waitForShutdownSignal(logger: Logger): Promise<void> {
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  return new Promise((resolve) => {
+    let received = false;
+    const onSignal = () => {
+      if (received) {
+        logger.log("warn", "forced-exit", { reason: "second signal during shutdown" });
+        Deno.exit(EXIT_FAILURE);
+      }
+      received = true;
+      logger.log("notice", "shutting-down", { gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
+      resolve();
+    };
+    for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  });
+}
+
+/** Why the server could not listen, for people; `portFlag` is the flag that chose the port. */
+function describeListenError(
+  error: unknown,
+  hostname: string,
+  port: number | undefined,
+  portFlag = "--port",
+): string {
+  const where = `${hostname}:${port ?? DEFAULT_PORT}`;
+  const name = error instanceof Error ? error.name : "";
+  switch (name) {
+    case "AddrInUse":
+      return `Cannot listen on ${where}: the address is already in use. ` +
+        `Stop the other server or choose another ${portFlag}`;
+    case "AddrNotAvailable":
+      return `Cannot listen on ${where}: ${hostname} is not an address of this machine`;
+    case "PermissionDenied":
+      return `Cannot listen on ${where}: permission denied (ports below 1024 need privileges)`;
+    case "WorkerStartError":
+      return `Cannot start the server threads for ${where}: ${(error as Error).message}`;
+  }
+  return `Cannot listen on ${where}: ${error instanceof Error ? error.message : String(error)}`;
+}

@@ -1,0 +1,164 @@
+/**
+ * The command line's flag parsing, as pure functions: every usage error and what each flag turns
+ * into, without starting a process. tests/cli_test.ts runs the program itself.
+ */
+
+import assert from "node:assert/strict";
+import { parseConnectArgs } from "../cli/connect.ts";
+import { UsageError } from "../cli/flags.ts";
+import { parseServeArgs } from "../cli/serve.ts";
+
+const connectErrors: [string[], RegExp][] = [
+  [["--bogus"], /^Unknown option '--bogus'$/],
+  [["--port", "70000"], /--port must be a whole number from 0 to 65535, got "70000"/],
+  [["--port", "abc"], /--port must be a whole number/],
+  [["--port"], /--port/],
+  [["--port", "0"], /--port must be 1-65535 for connect/],
+  [["stray"], /Unexpected argument 'stray'/],
+  [["--protocol", "3"], /--protocol must be 1 or 2, got "3"/],
+  [
+    ["--protocol", "1", "--integrity"],
+    /protocol 1 has no frames: --integrity and --encrypt need --protocol 2/,
+  ],
+  [["--protocol", "1", "--digest", "sha256"], /protocol 1 answers with hmac-sha1 or sha1-prefix/],
+  [
+    ["--digest", "md5"],
+    /--digest for protocol 2 must be one of sha1,sha256,sha384,sha512, got "md5"/,
+  ],
+  [["--digest", "sha1-prefix"], /sha1-prefix is a protocol 1 answer: add --protocol 1/],
+  [["--retry", "-1"], /argument is ambiguous/],
+  [["--retry=-1"], /--retry must be a whole number, 0 or more, got "-1"/],
+];
+
+for (const [args, message] of connectErrors) {
+  Deno.test(`parseConnectArgs(${JSON.stringify(args)}) is a usage error`, () => {
+    assert.throws(() => parseConnectArgs(args), (error: unknown) => {
+      assert.ok(error instanceof UsageError);
+      assert.match(error.message, message);
+      return true;
+    });
+  });
+}
+
+const serveErrors: [string[], RegExp][] = [
+  [["--handshake-timeout=-1"], /--handshake-timeout must be a positive number, got "-1"/],
+  [["--handshake-timeout", "-1"], /argument is ambiguous.* use '--handshake-timeout=-XYZ'/],
+  [["--max-connections", "0"], /--max-connections must be a positive whole number, got "0"/],
+  [["--max-connections", "2.5"], /--max-connections must be a positive whole number/],
+  [["--max-connections", "ten"], /--max-connections must be a positive whole number, got "ten"/],
+  [["--idle-timeout=-3"], /--idle-timeout must be a number, 0 or more, got "-3"/],
+  [["--throttle-after", "x"], /--throttle-after must be a whole number, 0 or more, got "x"/],
+  [["--port", "65536"], /--port must be a whole number from 0 to 65535, got "65536"/],
+  [["--metrics-port", "x"], /--metrics-port must be a whole number from 0 to 65535, got "x"/],
+  [["--log-format", "xml"], /--log-format must be text or json, got "xml"/],
+  [
+    ["--digests", "sha256,md5"],
+    /--digests: unknown digest "md5"; choose from sha1,sha256,sha384,sha512/,
+  ],
+  [["--digests", ","], /--digests needs at least one digest/],
+  [
+    ["--digest", "sha256"],
+    /serve --digest takes only sha1-prefix .* choose v2 digests with --digests/,
+  ],
+  [["--digest", "sha1-prefix", "--integrity"], /--digest sha1-prefix accepts v1 answers, which/],
+  [["--proxy-protocol"], /--proxy-protocol and --trusted-proxies go together/],
+  [
+    ["--proxy-protocol", "--trusted-proxies", "10.0.0.0/33"],
+    /--trusted-proxies: "10\.0\.0\.0\/33" is not an IP address or a CIDR block/,
+  ],
+];
+
+for (const [args, message] of serveErrors) {
+  Deno.test(`parseServeArgs(${JSON.stringify(args)}) is a usage error`, () => {
+    assert.throws(() => parseServeArgs(args), (error: unknown) => {
+      assert.ok(error instanceof UsageError, String(error));
+      assert.match(error.message, message);
+      return true;
+    });
+  });
+}
+
+Deno.test("parseServeArgs() turns flags into the server's plain-data settings", () => {
+  const command = parseServeArgs([
+    "--port=0",
+    "--handshake-timeout",
+    "2.5",
+    "--max-connections",
+    "50",
+    "--throttle-after",
+    "0",
+    "--integrity",
+    "--digests",
+    "SHA256, sha512",
+    "--proxy-protocol",
+    "--trusted-proxies",
+    "127.0.0.1,10.0.0.0/8",
+    "--log-format",
+    "json",
+    "--quiet",
+    "--secret-file",
+    "/some/file",
+    "--metrics-port",
+    "9464",
+  ]);
+  assert.equal(command.kind, "serve");
+  if (command.kind !== "serve") return;
+  const { settings } = command;
+  assert.equal(settings.port, 0);
+  assert.equal(settings.handshakeTimeoutMs, 2500);
+  assert.equal(settings.maxConnections, 50);
+  assert.deepEqual(settings.throttle, {
+    maxFailures: 0,
+    windowMs: undefined,
+    cooldownMs: undefined,
+  });
+  assert.equal(settings.require, "integrity");
+  assert.deepEqual(settings.digests, ["sha256", "sha512"]);
+  assert.deepEqual(settings.trustedProxies, ["127.0.0.1", "10.0.0.0/8"]);
+  assert.deepEqual(settings.log, { format: "json", quiet: true });
+  assert.equal(command.secretFile, "/some/file");
+  assert.deepEqual(command.metrics, { hostname: "127.0.0.1", port: 9464 });
+  // Plain data: it survives structured cloning (postMessage to a worker) unchanged.
+  assert.deepEqual(structuredClone(settings), settings);
+});
+
+Deno.test("parseServeArgs(): --encrypt wins over --integrity, which wins over --require-v2", () => {
+  const requirement = (args: string[]) => {
+    const command = parseServeArgs(args);
+    return command.kind === "serve" ? command.settings.require : undefined;
+  };
+  assert.equal(requirement([]), undefined);
+  assert.equal(requirement(["--require-v2"]), "v2");
+  assert.equal(requirement(["--require-v2", "--integrity"]), "integrity");
+  assert.equal(requirement(["--integrity", "--encrypt"]), "encrypt");
+});
+
+Deno.test("parseServeArgs(): --workers 0 means one per core", () => {
+  const command = parseServeArgs(["--workers", "0"]);
+  assert.ok(command.kind === "serve");
+  assert.equal(command.settings.workers, navigator.hardwareConcurrency);
+});
+
+Deno.test("parseConnectArgs() turns flags into connect() options", () => {
+  assert.deepEqual(parseConnectArgs(["--port", "5000", "--encrypt", "--digest", "sha512"]), {
+    kind: "connect",
+    options: {
+      hostname: "127.0.0.1",
+      port: 5000,
+      retries: 0,
+      protocol: 2,
+      digest: "sha512",
+      mode: "encrypt",
+    },
+    secretFile: undefined,
+    message: undefined,
+    warnings: [],
+  });
+  const v1 = parseConnectArgs(["--protocol", "1", "--digest", "sha1-prefix", "--retry", "3"]);
+  assert.ok(v1.kind === "connect");
+  assert.equal(v1.options.protocol, 1);
+  assert.equal(v1.options.digest, "sha1-prefix");
+  assert.equal(v1.options.retries, 3);
+  assert.match(v1.warnings[0], /sha1-prefix sends the tutorial's sha1\(secret \+ challenge\)/);
+  assert.deepEqual(parseConnectArgs(["-h"]), { kind: "help" });
+});
