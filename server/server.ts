@@ -290,15 +290,13 @@ export class Server implements RunningServer {
 
   /** One connection from accept to close. Never rejects: every outcome is logged here. */
   async #serveSession(session: Session): Promise<void> {
-    // session.remote changes when a PROXY header names the real client: always read it fresh.
-    const { id, conn } = session;
-    const logger = this.#logger;
-    logger.log("info", "accepted", { id, remote: session.remote });
+    const { conn } = session;
     const deadline = setTimeout(
       () => this.#closeSession(session, "handshake-timeout"),
       this.#config.handshakeTimeoutMs,
     );
     try {
+      this.#logger.log("info", "accepted", { id: session.id, remote: session.remote });
       conn.tcp.setNoDelay(true);
       if (session.viaProxy && !await this.#admitProxied(session)) return;
       const outcome = await authenticateClient(conn, this.#policy);
@@ -320,71 +318,82 @@ export class Server implements RunningServer {
       this.#recordAuthentication(session, outcome);
       await this.#runService(conn, outcome);
     } catch (error) {
-      switch (session.closedByServer) {
-        case "handshake-timeout":
-          this.#recordRejection(
-            session,
-            "handshake-timeout",
-            `no answer within ${this.#config.handshakeTimeoutMs} ms`,
-          );
-          break;
-        case "idle-timeout":
-          this.#stats.idleClosed++;
-          logger.log("info", "idle-timeout", {
-            id,
-            remote: session.remote,
-            idleTimeoutMs: this.#config.idleTimeoutMs,
-          });
-          break;
-        case "shutdown":
-          break; // logged once for all such sessions by #shutDown
-        default:
-          if (error instanceof FrameError) {
-            increment(this.#stats.frameErrors, error.reason);
-            logger.log("warn", "frame-rejected", {
-              id,
-              remote: session.remote,
-              reason: error.reason,
-              detail: error.detail,
-            });
-          } else if (error instanceof ProxyHeaderError) {
-            this.#recordRejection(session, "malformed-proxy-header", error.message);
-          } else if (!session.authenticated && isDisconnect(error)) {
-            // A reset is one more way for the connection to end before the answer is complete.
-            this.#recordRejection(
-              session,
-              "incomplete-answer",
-              `the connection was reset after ${conn.bytesIn} of ${ANSWER_LENGTH} answer bytes`,
-            );
-          } else if (isDisconnect(error)) {
-            logger.log("info", "disconnected", {
-              id,
-              remote: session.remote,
-              error: describeError(error),
-            });
-          } else {
-            logger.log("error", "session-failed", {
-              id,
-              remote: session.remote,
-              error: describeError(error),
-            });
-          }
-      }
+      this.#recordFailure(session, error);
     } finally {
       clearTimeout(deadline);
-      closeQuietly(conn.tcp);
-      this.#sessions.delete(session);
-      if (session.counted) this.#countAddress(session.address, -1);
-      this.#stats.bytesIn += conn.bytesIn;
-      this.#stats.bytesOut += conn.bytesOut;
-      logger.log("info", "closed", {
-        id,
-        remote: session.remote,
-        bytesIn: conn.bytesIn,
-        bytesOut: conn.bytesOut,
-        durationMs: Math.round(performance.now() - session.startedAt),
-      });
+      this.#release(session);
     }
+  }
+
+  /** Counts and logs why a session's task failed: the server closed it, or the client or its frames. */
+  #recordFailure(session: Session, error: unknown): void {
+    // session.remote changes when a PROXY header names the real client: always read it fresh.
+    const { id, remote } = session;
+    switch (session.closedByServer) {
+      case "handshake-timeout":
+        this.#recordRejection(
+          session,
+          "handshake-timeout",
+          `no answer within ${this.#config.handshakeTimeoutMs} ms`,
+        );
+        return;
+      case "idle-timeout":
+        this.#stats.idleClosed++;
+        this.#logger.log("info", "idle-timeout", {
+          id,
+          remote,
+          idleTimeoutMs: this.#config.idleTimeoutMs,
+        });
+        return;
+      case "shutdown":
+        return; // logged once for all such sessions by #shutDown
+    }
+    if (error instanceof FrameError) {
+      increment(this.#stats.frameErrors, error.reason);
+      this.#logger.log("warn", "frame-rejected", {
+        id,
+        remote,
+        reason: error.reason,
+        detail: error.detail,
+      });
+    } else if (error instanceof ProxyHeaderError) {
+      this.#recordRejection(session, "malformed-proxy-header", error.message);
+    } else if (!session.authenticated && isDisconnect(error)) {
+      // A reset is one more way for the connection to end before the answer is complete.
+      this.#recordRejection(
+        session,
+        "incomplete-answer",
+        `the connection was reset after ${session.conn.bytesIn} of ${ANSWER_LENGTH} answer bytes`,
+      );
+    } else {
+      const disconnected = isDisconnect(error);
+      this.#logger.log(
+        disconnected ? "info" : "error",
+        disconnected ? "disconnected" : "session-failed",
+        {
+          id,
+          remote,
+          error: describeError(error),
+        },
+      );
+    }
+  }
+
+  /** Closes a session's connection and gives back everything it counted against the limits. */
+  #release(session: Session): void {
+    const { conn } = session;
+    closeQuietly(conn.tcp);
+    this.#sessions.delete(session);
+    if (session.counted) this.#countAddress(session.address, -1);
+    this.#stats.bytesIn += conn.bytesIn;
+    this.#stats.bytesOut += conn.bytesOut;
+    this.#logger.log("info", "closed", {
+      id: session.id,
+      remote: session.remote,
+      bytesIn: conn.bytesIn,
+      bytesOut: conn.bytesOut,
+      durationMs: Math.round(performance.now() - session.startedAt),
+    });
   }
 
   /** Counts and logs a passed handshake: which protocol, digest and mode, and which secret. */
