@@ -57,7 +57,7 @@ export interface StderrLoggerOptions {
    * Default 200; 0 means no limit.
    */
   maxPerSecond?: number;
-  /** Where lines go; default: stderr, written synchronously. */
+  /** Where lines go; default: stderr, written synchronously. A write that throws drops its line. */
   output?: (line: Uint8Array) => void;
 }
 
@@ -77,6 +77,7 @@ export class StderrLogger implements Logger {
   #encoder = new TextEncoder();
   #second = 0;
   #counts = new Map<string, number>();
+  #dropped = 0;
 
   /** Builds a logger; see {@linkcode StderrLoggerOptions}. */
   constructor(options: StderrLoggerOptions = {}) {
@@ -91,6 +92,14 @@ export class StderrLogger implements Logger {
     if (this.#quiet && level === "info") return;
     if (this.#maxPerSecond > 0 && !this.#withinRate(event)) return;
     this.#write(level, event, fields);
+  }
+
+  /**
+   * Lines that could not be written (a closed stderr, a log pipe whose reader is gone): logging
+   * never takes the program down, it drops the line and counts it here.
+   */
+  get droppedLines(): number {
+    return this.#dropped;
   }
 
   /** Reports events suppressed so far; call before exiting so no count is lost. */
@@ -119,7 +128,11 @@ export class StderrLogger implements Logger {
     const line = this.#format === "json"
       ? JSON.stringify({ time, level, event, ...fields }) + "\n"
       : `${time} ${level} ${event}${formatFields(fields)}\n`;
-    this.#output(this.#encoder.encode(line));
+    try {
+      this.#output(this.#encoder.encode(line));
+    } catch {
+      this.#dropped++; // a broken pipe or a closed stderr: nowhere to say so but the count
+    }
   }
 }
 

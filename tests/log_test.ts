@@ -69,3 +69,17 @@ Deno.test("StderrLogger limits each event's lines per second and reports what it
   assert.equal(written + dropped.reduce((a, b) => a + b, 0), 1_000, "every event is accounted for");
   assert.equal(lines.filter((line) => / other-event/.test(line)).length, 1);
 });
+
+Deno.test("StderrLogger drops and counts a line it cannot write, instead of throwing", () => {
+  let calls = 0;
+  const logger = new StderrLogger({
+    output: () => {
+      calls++;
+      throw new Deno.errors.BrokenPipe("Broken pipe (os error 32)");
+    },
+  });
+  logger.log("warn", "rejected", { reason: "wrong-digest" });
+  logger.log("notice", "listening");
+  assert.equal(calls, 2);
+  assert.equal(logger.droppedLines, 2);
+});
