@@ -286,7 +286,15 @@ function startMetrics(
 ): Deno.HttpServer<Deno.NetAddr> | undefined {
   let metrics: Deno.HttpServer<Deno.NetAddr>;
   try {
-    metrics = serveMetrics({ ...where, stats: () => server.stats(), draining });
+    metrics = serveMetrics({
+      ...where,
+      stats: () => server.stats(),
+      draining,
+      onError: (error) =>
+        logger.log("error", "metrics-failed", {
+          error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+        }),
+    });
   } catch (error) {
     printError(
       describeListenError(error, where.hostname, where.port, "--metrics-port")

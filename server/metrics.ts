@@ -17,6 +17,11 @@ export interface MetricsOptions {
   stats: () => Promise<ServerStats>;
   /** True once the server is shutting down: `/healthz` then answers 503. */
   draining: () => boolean;
+  /**
+   * Told when the endpoint fails: a request's handler throws, or the HTTP server itself stops
+   * (out of descriptors, say). Such a failure never ends the process. Default: ignored.
+   */
+  onError?: (error: unknown) => void;
 }
 
 /**
@@ -36,10 +41,15 @@ export interface MetricsOptions {
  * ```
  */
 export function serveMetrics(options: MetricsOptions): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve({
+  const onError = options.onError ?? (() => {});
+  const http = Deno.serve({
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port,
     onListen: () => {}, // the caller logs where it listens, in its own format
+    onError: (error) => {
+      onError(error);
+      return new Response("internal error\n", { status: 500 });
+    },
   }, async (request) => {
     const { pathname } = new URL(request.url);
     if (request.method !== "GET" && request.method !== "HEAD") {
@@ -57,6 +67,9 @@ export function serveMetrics(options: MetricsOptions): Deno.HttpServer<Deno.NetA
     }
     return new Response("not found: try /metrics or /healthz\n", { status: 404 });
   });
+  // Unhandled, a failure of the HTTP server's own accept loop (EMFILE) would end the process.
+  http.finished.catch(onError);
+  return http;
 }
 
 /** The counters in Prometheus text exposition format. */
