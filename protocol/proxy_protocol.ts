@@ -38,6 +38,7 @@ const V2_SIGNATURE = new Uint8Array([
 ]);
 const V1_PREFIX = new TextEncoder().encode("PROXY ");
 const V1_MAX_LENGTH = 107; // the spec's bound, CRLF included
+const V2_FIXED_LENGTH = 16; // signature, version and command, family, payload length
 const V2_MAX_PAYLOAD = 1024; // addresses plus some TLVs; more is not a balancer we know
 
 /** Whether `bytes` start like a PROXY header of either version (as far as they go). */
@@ -55,15 +56,26 @@ export function looksLikeProxyHeader(bytes: Uint8Array): boolean {
  * @throws {ProxyHeaderError} for anything that is not a well-formed header.
  */
 export async function readProxyHeader(stream: Pick<ByteStream, "read">): Promise<ProxyHeader> {
-  // 16 bytes: v2's fixed part; no v1 header is shorter than 15 ("PROXY UNKNOWN\r\n") + 1.
-  const start = new Uint8Array(16);
-  const got = await readFull(stream, start);
-  if (got < 16 && !looksLikeProxyHeader(start.subarray(0, got))) {
-    throw new ProxyHeaderError(`expected a PROXY header, got ${got} bytes that are not one`);
+  // Six bytes tell the versions apart ("PROXY " or v2's signature begins) and never read past a
+  // header: the shortest, "PROXY UNKNOWN\r\n", is 15 bytes, and its sender then waits for us.
+  const start = new Uint8Array(V2_FIXED_LENGTH);
+  const got = await readFull(stream, start.subarray(0, V1_PREFIX.length));
+  if (got === V1_PREFIX.length && V1_PREFIX.every((byte, i) => start[i] === byte)) {
+    return await readV1(stream, start, got);
   }
-  if (V2_SIGNATURE.every((byte, i) => start[i] === byte)) return await readV2(stream, start);
-  if (V1_PREFIX.every((byte, i) => start[i] === byte)) return await readV1(stream, start, got);
-  throw new ProxyHeaderError("expected a PROXY header (v1 or v2); the connection began otherwise");
+  if (got === V1_PREFIX.length && V2_SIGNATURE.subarray(0, got).every((b, i) => start[i] === b)) {
+    const rest = await readFull(stream, start.subarray(got));
+    if (got + rest === V2_FIXED_LENGTH && V2_SIGNATURE.every((byte, i) => start[i] === byte)) {
+      return await readV2(stream, start);
+    }
+    throw new ProxyHeaderError("expected a PROXY v2 signature; the connection began otherwise");
+  }
+  if (!looksLikeProxyHeader(start.subarray(0, got))) {
+    throw new ProxyHeaderError(
+      "expected a PROXY header (v1 or v2); the connection began otherwise",
+    );
+  }
+  throw new ProxyHeaderError(`expected a PROXY header, the connection ended after ${got} bytes`);
 }
 
 async function readV1(

@@ -243,3 +243,15 @@ Deno.test("a PROXY header from an untrusted peer, or a malformed one, is rejecte
     assert.equal((await server.stats()).throttled, 0);
   });
 });
+
+Deno.test("a 15-byte PROXY UNKNOWN header from a balancer that then waits gets its challenge at once", async () => {
+  // The balancer's own connection (a health check) sends the shortest v1 header and waits for
+  // the challenge: a parser that wants 16 bytes would leave it hanging until the deadline.
+  await using started = await startServer({ trustedProxies: ["127.0.0.1"] });
+  const { logger, port } = started;
+  const header = encoder.encode("PROXY UNKNOWN\r\n");
+  assert.equal(header.length, 15);
+  assert.equal(await viaProxy(port, header, { message: "unknown" }), "UNKNOWN");
+  await logger.waitFor("authenticated");
+  assert.equal(logger.find("rejected").length, 0);
+});
