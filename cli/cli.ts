@@ -8,17 +8,10 @@
 
 import { parseConnectArgs, runConnect } from "./connect.ts";
 import { UsageError } from "./flags.ts";
-import { printError, writeOut } from "./output.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printError, writeOut } from "./output.ts";
 import { SecretError } from "./secret.ts";
 import { parseServeArgs, runServe } from "./serve.ts";
 import { USAGE, VERSION } from "./usage.ts";
-
-/** Exit status: success. */
-const EXIT_OK = 0;
-/** Exit status: the run failed (rejected, unreachable, port taken). */
-const EXIT_FAILURE = 1;
-/** Exit status: the command line or the configuration is wrong. */
-const EXIT_USAGE = 2;
 
 /**
  * Runs the program with `args` (without the program name) and returns its exit status.

@@ -19,11 +19,8 @@ import {
   parsePort,
   UsageError,
 } from "./flags.ts";
-import { printError, writeErr, writeOut } from "./output.ts";
+import { EXIT_FAILURE, EXIT_OK, printError, writeErr, writeOut } from "./output.ts";
 import { loadSecret } from "./secret.ts";
-
-const EXIT_OK = 0;
-const EXIT_FAILURE = 1;
 
 const CONNECT_OPTIONS = {
   ...COMMON_OPTIONS,

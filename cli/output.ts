@@ -2,6 +2,13 @@
 
 import { writeAll } from "../_io.ts";
 
+/** Exit status: success. */
+export const EXIT_OK = 0;
+/** Exit status: the run failed (rejected, unreachable, port taken). */
+export const EXIT_FAILURE = 1;
+/** Exit status: the command line or the configuration is wrong. */
+export const EXIT_USAGE = 2;
+
 const encoder = new TextEncoder();
 
 /** Writes `text` to stdout. */

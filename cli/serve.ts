@@ -29,12 +29,8 @@ import {
   UsageError,
   usageErrorFor,
 } from "./flags.ts";
-import { printError } from "./output.ts";
+import { EXIT_FAILURE, EXIT_OK, printError } from "./output.ts";
 import { loadPreviousSecret, loadSecret } from "./secret.ts";
-
-/** Exit statuses `serve` returns. */
-const EXIT_OK = 0;
-const EXIT_FAILURE = 1;
 
 const SERVE_OPTIONS = {
   ...COMMON_OPTIONS,
