@@ -8,7 +8,7 @@
 import { formatAddr } from "../_io.ts";
 import { ConfigError } from "../errors.ts";
 import { type Logger, StderrLogger } from "../log.ts";
-import { type DigestName, DIGESTS } from "../protocol/keys.ts";
+import type { DigestName } from "../protocol/keys.ts";
 import type { Requirement } from "../protocol/outcome.ts";
 import {
   DEFAULT_GRACE_PERIOD_MS,
@@ -311,20 +311,21 @@ function logListening(
   config: ServerConfig,
   secretSource: string,
 ): void {
-  const { require, maxConnections, maxConnectionsPerAddress, handshakeTimeoutMs, idleTimeoutMs } =
-    resolveSettings(config);
+  // What the server runs with, defaults included: the same resolution serve() made.
+  const settings = resolveSettings(config);
+  const { require } = settings;
   logger.log("notice", "listening", {
     address: formatAddr(server.addr),
     secret: secretSource,
-    workers: config.workers ?? 1,
+    workers: settings.workers,
     protocols: require === undefined ? "1,2" : "2",
     require: require === undefined || require === "v2" ? undefined : require,
-    digests: (config.digests ?? Object.keys(DIGESTS)).join(","),
-    maxConnections,
-    maxConnectionsPerAddress,
-    handshakeTimeoutMs,
-    idleTimeoutMs,
-    throttleAfter: resolveSettings(config).throttle.maxFailures,
+    digests: settings.digests.join(","),
+    maxConnections: settings.maxConnections,
+    maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
+    handshakeTimeoutMs: settings.handshakeTimeoutMs,
+    idleTimeoutMs: settings.idleTimeoutMs,
+    throttleAfter: settings.throttle.maxFailures,
   });
 }
 
