@@ -178,11 +178,15 @@ async function sendMessage(client: Parameters<typeof relay>[0], message: string)
 }
 
 /** The command line's advice after a library error, keyed on the error's reason. */
+/**
+ * What to do next, by error reason. A rejection or a close is not authenticated, so no hint
+ * suggests a weaker protocol, digest or mode: anyone on the path could have sent it.
+ */
 const HINTS: Record<string, string> = {
-  "unsupported-digest": ": choose another with --digest",
+  "unsupported-digest": ": ask its operator which digests it accepts (serve --digests)",
   "mode-refused": ": add --integrity or --encrypt",
-  "no-hello-answer": ". To use v1 anyway, which does not authenticate the server, ask for it " +
-    "with --protocol 1",
+  "no-challenge": ". A throttled address is refused for the whole cool-down (30 s at first, " +
+    "doubling), so --retry does not wait it out: fix the cause, then try again later",
 };
 
 /** Why the connection failed, for people. */

@@ -87,7 +87,8 @@ function rejectionMessage(server: string, reason: RejectionReason): string {
   switch (reason) {
     case "rejected": // v1: the server closed without a word, whatever its reason
       return `Authentication rejected by ${server}: check the secret (a server that requires ` +
-        "protocol 2 rejects a protocol 1 answer the same way)";
+        "protocol 2 rejects a protocol 1 answer the same way, and one throttling this address " +
+        "after failed handshakes closes without checking)";
     case "wrong-proof":
       return `Authentication rejected by ${server}: check the secret`;
     case "unsupported-digest":
@@ -115,16 +116,17 @@ export class ServerAuthenticationError extends HmacEchoError {
 }
 
 /**
- * The server closed the connection instead of answering a v2 hello: a v1-only server does that.
- * The client does not fall back to v1 on its own (docs/PROTOCOL.md §8). Reason `no-hello-answer`.
+ * The server closed the connection instead of answering a v2 hello: a v1-only server does that,
+ * and so does one throttling this address. The client never falls back to v1 on its own
+ * (docs/PROTOCOL.md §8): a close proves nothing about the server. Reason `no-hello-answer`.
  */
 export class ProtocolMismatchError extends HmacEchoError {
   /** Builds the error for the server at `server`. */
   constructor(server: string) {
     super(
       "no-hello-answer",
-      `${server} closed the connection without answering the protocol v2 hello: it may be an ` +
-        "older, v1-only server",
+      `${server} closed the connection without answering the protocol v2 hello: it is throttling ` +
+        "this address after failed handshakes, or it is an older, v1-only server; see its log",
     );
   }
 }

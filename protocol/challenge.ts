@@ -28,9 +28,11 @@ export class ChallengeError extends HmacEchoError {
   constructor(received: number, options?: ErrorOptions) {
     super(
       "no-challenge",
-      `The server closed the connection after ${received} of ${CHALLENGE_LENGTH} challenge bytes: ` +
-        "it is not an hmac-echo server, or it refused the connection (at its connection limit, or " +
-        "throttling this address after failed handshakes: check the secret and try again later)",
+      received === 0
+        ? "The server closed the connection before the challenge: it is full, or is throttling " +
+          "this address after failed handshakes (see its log), or it is not an hmac-echo server"
+        : `The server closed the connection after ${received} of ${CHALLENGE_LENGTH} challenge ` +
+          "bytes: it is not an hmac-echo server",
       options,
     );
     this.received = received;

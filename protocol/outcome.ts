@@ -37,6 +37,12 @@ export interface AuthenticationPolicy {
   require?: Requirement;
   /** Accept the tutorial's `sha1-prefix` v1 answers too (docs/PROTOCOL.md §3.1). */
   sha1Prefix?: boolean;
+  /**
+   * Awaited just before a well-formed answer or hello proof is checked against the secret; if it
+   * throws, the handshake ends unchecked with that error. The server uses it to bound the guesses
+   * one address has in flight.
+   */
+  beforeCheck?: () => Promise<void>;
 }
 
 /** What the server learned from a handshake. */

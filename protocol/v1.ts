@@ -132,6 +132,7 @@ export async function verifyAnswerUnderPolicy(
   challenge: Uint8Array,
   answer: Uint8Array,
 ): Promise<HandshakeOutcome> {
+  if (policy.beforeCheck && decodeAnswer(answer) !== null) await policy.beforeCheck();
   const outcome = await verifyAnswer(policy.keys, challenge, answer);
   if (outcome.authenticated || outcome.reason !== "wrong-digest") return outcome;
   // During a rotation, and for sha1-prefix clients, further checks, each as constant-time as the first.

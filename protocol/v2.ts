@@ -210,6 +210,7 @@ export async function verifyHello(
     return reject("reflected-challenge", "the client's challenge is the server's own");
   }
   const proof = hello.subarray(headLength);
+  await policy.beforeCheck?.();
   let keys = policy.keys;
   let previousSecret = false;
   if (!await verifyProof(keys, digest, "client", serverChallenge, head, proof)) {

@@ -65,6 +65,8 @@ interface Session {
   readonly startedAt: number;
   task?: Promise<void>;
   authenticated?: boolean;
+  /** Set while the throttle counts this session's answer as a check in flight. */
+  checking?: boolean;
   /** Set when the server closed the connection itself, so the resulting read error is expected. */
   closedByServer?: "handshake-timeout" | "idle-timeout" | "shutdown";
   /** The idle sweeper's bookmark: `conn.activity` when last seen changing, and when. */
@@ -299,7 +301,7 @@ export class Server implements RunningServer {
       this.#logger.log("info", "accepted", { id: session.id, remote: session.remote });
       conn.tcp.setNoDelay(true);
       if (session.viaProxy && !await this.#admitProxied(session)) return;
-      const outcome = await authenticateClient(conn, this.#policy);
+      const outcome = await authenticateClient(conn, this.#policyFor(session));
       clearTimeout(deadline);
       if (!outcome.authenticated) {
         if (looksLikeProxyHeader(outcome.answer)) {
@@ -321,8 +323,33 @@ export class Server implements RunningServer {
       this.#recordFailure(session, error);
     } finally {
       clearTimeout(deadline);
+      this.#settleCheck(session, false);
       this.#release(session);
     }
+  }
+
+  /**
+   * The policy for one session: with the throttle on, each answer waits for its turn to be checked
+   * (AuthFailureThrottle.admit), so parallel connections cannot multiply the guesses per cool-down.
+   */
+  #policyFor(session: Session): AuthenticationPolicy {
+    if (!this.#throttle.enabled) return this.#policy;
+    return {
+      ...this.#policy,
+      beforeCheck: async () => {
+        const admitted = await this.#throttle.admit(session.address);
+        if (admitted) session.checking = true;
+        if (session.closedByServer) throw new Deno.errors.BadResource("closed while waiting");
+        if (!admitted) throw new NotCheckedError(this.#throttle.blockedFor(session.address));
+      },
+    };
+  }
+
+  /** Ends the session's check in flight, if it has one, counting it as a failure or not. */
+  #settleCheck(session: Session, failed: boolean): number {
+    if (!session.checking) return failed ? this.#throttle.recordFailure(session.address) : 0;
+    session.checking = false;
+    return this.#throttle.settle(session.address, failed);
   }
 
   /** Counts and logs why a session's task failed: the server closed it, or the client or its frames. */
@@ -348,7 +375,9 @@ export class Server implements RunningServer {
       case "shutdown":
         return; // logged once for all such sessions by #shutDown
     }
-    if (error instanceof FrameError) {
+    if (error instanceof NotCheckedError) {
+      this.#recordRejection(session, "throttled", error.message);
+    } else if (error instanceof FrameError) {
       increment(this.#stats.frameErrors, error.reason);
       this.#logger.log("warn", "frame-rejected", {
         id,
@@ -475,14 +504,7 @@ export class Server implements RunningServer {
       reason,
       detail,
     });
-    // Hanging up without sending a byte (a port scan, a TCP health check) guesses nothing:
-    // only answers, partial answers and timeouts count towards the throttle.
-    if (reason === "incomplete-answer" && session.conn.bytesIn === 0) return;
-    // A PROXY header problem is a balancer's misconfiguration, not a guess at the secret; and
-    // before its header, a proxied connection's address is the balancer's, not the client's.
-    if (reason === "malformed-proxy-header" || reason === "untrusted-proxy-header") return;
-    if (session.viaProxy && !session.counted) return;
-    const cooldownMs = this.#throttle.recordFailure(session.address);
+    const cooldownMs = this.#settleCheck(session, countsAsFailure(session, reason));
     if (cooldownMs > 0) {
       this.#stats.throttled++;
       this.#logger.log("warn", "throttling", { address: session.address, cooldownMs });
@@ -574,6 +596,39 @@ export async function listen(config: ResolvedConfig, hooks: ListenHooks = {}): P
     firstId: hooks.firstId,
     idStep: hooks.idStep,
   });
+}
+
+/** Rejections that are an honest client's configuration, never a guess at the secret. */
+const MISMATCHES = new Set([
+  "v1-refused",
+  "unsupported-digest",
+  "unsupported-version",
+  "mode-refused",
+  // A PROXY header problem is a balancer's misconfiguration.
+  "malformed-proxy-header",
+  "untrusted-proxy-header",
+  // Turned away unchecked: the cool-down is already running.
+  "throttled",
+]);
+
+/** Whether a rejection counts towards the throttle: wrong answers, garbage, timeouts. */
+function countsAsFailure(session: Session, reason: string): boolean {
+  if (MISMATCHES.has(reason)) return false;
+  // Hanging up without sending a byte (a port scan, a TCP health check) guesses nothing.
+  if (reason === "incomplete-answer" && session.conn.bytesIn === 0) return false;
+  // Before its header, a proxied connection's address is the balancer's, not the client's.
+  return !(session.viaProxy && !session.counted);
+}
+
+/** An answer left unchecked because its address began a cool-down while it waited its turn. */
+class NotCheckedError extends Error {
+  constructor(retryInMs: number) {
+    super(
+      `the address began a cool-down while this answer waited to be checked; not checked ` +
+        `(retry in ${Math.ceil(retryInMs)} ms)`,
+    );
+    this.name = "NotCheckedError";
+  }
 }
 
 function describeError(error: unknown): string {

@@ -52,6 +52,22 @@ export class RecordingLogger implements Logger {
       `log event "${event}" ${JSON.stringify(fields)}`,
     );
   }
+
+  /** Resolves once `count` events named one of `events` have been logged, past ones included. */
+  waitForCount(events: string[], count: number): Promise<void> {
+    const counted = (entry: LogEntry) => events.includes(entry.event);
+    let seen = this.entries.filter(counted).length;
+    if (seen >= count) return Promise.resolve();
+    return withTimeout(
+      new Promise<void>((resolve) => {
+        this.#waiters.push({
+          match: (entry) => counted(entry) && ++seen >= count,
+          resolve: () => resolve(),
+        });
+      }),
+      `${count} log events ${events.join("/")} (saw ${seen})`,
+    );
+  }
 }
 
 function matches(entry: LogEntry, event: string, fields: LogFields): boolean {

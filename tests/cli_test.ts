@@ -457,7 +457,7 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
     assert.equal(sha1.code, 1);
     assert.match(
       sha1.stderr,
-      /does not accept this digest \(unsupported-digest\): choose another with --digest/,
+      /does not accept this digest \(unsupported-digest\): ask its operator which digests it accepts/,
     );
     const v1 = await runConnect(
       ["--port", String(port), "--protocol", "1", "--message", "x"],
@@ -466,7 +466,7 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
     assert.equal(v1.code, 1);
     assert.match(
       v1.stderr,
-      /Authentication rejected by 127\.0\.0\.1:\d+: check the secret \(a server that requires protocol 2 rejects a protocol 1 answer the same way\)/,
+      /Authentication rejected by 127\.0\.0\.1:\d+: check the secret \(a server that requires protocol 2 rejects a protocol 1 answer the same way/,
     );
     await server.waitForLine(/ rejected .*reason=v1-refused/);
   } finally {
@@ -517,6 +517,34 @@ Deno.test("without --digest sha1-prefix the tutorial's answer is rejected as a w
     assert.equal(legacy.code, 1);
     assert.match(legacy.stderr, /Authentication rejected/);
     await server.waitForLine(/ rejected .*reason=wrong-digest/);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("connect says in one line that a throttling server closed before the challenge", async () => {
+  await using fresh = await freshEnv();
+  const server = startServe(
+    ["--port", "0", "--throttle-after", "1", "--throttle-cooldown", "60"],
+    fresh.env,
+  );
+  try {
+    const port = await server.port();
+    const wrong = await runConnect(["--port", String(port), "--message", "x"], {
+      ...fresh.env,
+      HMAC_ECHO_SECRET: "not the server's secret at all",
+    });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /Authentication rejected by 127\.0\.0\.1:\d+: check the secret\n$/);
+    await server.waitForLine(/ throttling address=127\.0\.0\.1/);
+    // The right secret now, from the same address: turned away before any challenge.
+    const right = await runConnect(["--port", String(port), "--message", "x"], fresh.env);
+    assert.equal(right.code, 1);
+    assert.equal(right.stderr.split("\n").length, 2, `one line: ${right.stderr}`);
+    assert.match(
+      right.stderr,
+      /^hmac-echo: The server closed the connection before the challenge: it is full, or is throttling this address after failed handshakes \(see its log\).*--retry does not wait it out/,
+    );
   } finally {
     assert.equal((await server.stop()).code, 0);
   }

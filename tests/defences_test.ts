@@ -114,6 +114,81 @@ Deno.test("failed handshakes put an address in a cool-down; other addresses are 
   assert.deepEqual(stats.refused, { throttled: 1 });
 });
 
+Deno.test("guesses sent in parallel from one address: no more are checked than one at a time allows", async () => {
+  const maxFailures = 3;
+  await using started = await startServer({
+    throttle: { maxFailures, windowMs: 60_000, cooldownMs: 60_000 },
+    maxConnectionsPerAddress: 1_000,
+  });
+  const { server, logger, port } = started;
+  // 60 wrong v1 answers and 60 wrong v2 proofs, all in flight at once from 127.0.0.5 and
+  // 127.0.0.1; the throttle decides before any of them is checked whether it may be.
+  const v1Guesses = Array.from(
+    { length: 60 },
+    () => sessionFrom("127.0.0.5", port, answerWith(WRONG)),
+  );
+  const v2Guesses = Array.from(
+    { length: 60 },
+    () =>
+      connect({ secret: WRONG, port, protocol: 2 }).then(
+        (client) => {
+          client.close();
+          throw new Error("a wrong secret was accepted");
+        },
+        (error: Error) => error,
+      ),
+  );
+  await Promise.all([...v1Guesses, ...v2Guesses]);
+  await logger.waitForCount(["closed", "refused"], 120);
+  const stats = await server.stats();
+  // Checked and wrong: at most the threshold per address, however many arrived at once.
+  assert.ok(
+    (stats.rejected["wrong-digest"] ?? 0) <= maxFailures,
+    `v1 guesses checked: ${stats.rejected["wrong-digest"]}`,
+  );
+  assert.ok(
+    (stats.rejected["wrong-proof"] ?? 0) <= maxFailures,
+    `v2 guesses checked: ${stats.rejected["wrong-proof"]}`,
+  );
+  // Every other guess was turned away unchecked, at accept or while it waited its turn.
+  const unchecked = (stats.rejected.throttled ?? 0) + (stats.refused.throttled ?? 0);
+  const checked = (stats.rejected["wrong-digest"] ?? 0) + (stats.rejected["wrong-proof"] ?? 0);
+  assert.equal(checked + unchecked, 120);
+  assert.equal(stats.throttled, 2, "both addresses began a cool-down");
+});
+
+Deno.test("honest configuration mismatches do not count towards the throttle", async () => {
+  await using started = await startServer({
+    require: "integrity",
+    digests: ["sha256"],
+    throttle: { maxFailures: 2, windowMs: 60_000, cooldownMs: 60_000 },
+  });
+  const { server, port } = started;
+  const mismatches = [
+    { protocol: 1 as const }, // v1-refused
+    { protocol: 2 as const, digest: "sha512" as const }, // unsupported-digest
+    { protocol: 2 as const, mode: "plain" as const }, // mode-refused
+  ];
+  for (let round = 0; round < 2; round++) {
+    for (const options of mismatches) {
+      await assert.rejects(
+        exchange({ secret: SECRET, port, message: encoder.encode("x"), ...options }),
+      );
+    }
+  }
+  // Six honest mistakes, threshold two: the right settings still get in at once.
+  const reply = await exchange({
+    secret: SECRET,
+    port,
+    message: encoder.encode("in"),
+    mode: "integrity",
+  });
+  assert.equal(decoder.decode(reply), "IN");
+  const stats = await server.stats();
+  assert.equal(stats.throttled, 0);
+  assert.deepEqual(stats.rejected, { "v1-refused": 2, "unsupported-digest": 2, "mode-refused": 2 });
+});
+
 Deno.test("a client that writes without reading makes the server stop reading it", async () => {
   await using started = await startServer();
   const { server, port } = started;
