@@ -20,6 +20,8 @@ export interface Logger {
   log(level: LogLevel, event: string, fields?: LogFields): void;
   /** Writes out what the logger holds back (counts of suppressed lines); called before exiting. */
   flush?(): void;
+  /** Lines that could not be written (a broken log pipe); the server reports them in `/metrics`. */
+  readonly droppedLines?: number;
 }
 
 /** A logger that drops everything: the default for library use. */
@@ -39,6 +41,9 @@ export function createLogger(
   return {
     log: (level, event, more) => stderr.log(level, event, { ...more, ...fields }),
     flush: () => stderr.flush(),
+    get droppedLines() {
+      return stderr.droppedLines;
+    },
   };
 }
 

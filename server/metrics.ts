@@ -139,6 +139,18 @@ export function renderMetrics(stats: ServerStats): string {
       "Authenticated connections closed for idling.",
       one(stats.idleClosed),
     ],
+    [
+      "accept_failures_total",
+      "counter",
+      "Accepts that failed, by error code (EMFILE: out of file descriptors).",
+      byReason(stats.acceptFailures),
+    ],
+    [
+      "log_lines_dropped_total",
+      "counter",
+      "Log lines that could not be written (a broken log pipe).",
+      one(stats.logLinesDropped),
+    ],
     ["received_bytes_total", "counter", "Bytes received from clients.", one(stats.bytesIn)],
     ["sent_bytes_total", "counter", "Bytes sent to clients.", one(stats.bytesOut)],
   ];

@@ -165,6 +165,7 @@ export class Server implements RunningServer {
       snapshot.bytesOut += conn.bytesOut;
     }
     snapshot.active = this.#sessions.size;
+    snapshot.logLinesDropped += this.#logger.droppedLines ?? 0;
     return Promise.resolve(snapshot);
   }
 
@@ -213,7 +214,9 @@ export class Server implements RunningServer {
         if (stopping.aborted) break;
         // No accept error may end the server. Out of descriptors or memory: pause so that some
         // free up. Anything else (a peer that reset while queued, say): just take the next one.
-        const exhausted = EXHAUSTION_CODES.has((error as { code?: string }).code ?? "");
+        const code = (error as { code?: string }).code;
+        increment(this.#stats.acceptFailures, code ?? (error as Error).name ?? "unknown");
+        const exhausted = EXHAUSTION_CODES.has(code ?? "");
         this.#logger.log(exhausted ? "error" : "warn", "accept-failed", {
           error: describeError(error),
           pauseMs: exhausted ? ACCEPT_BACKOFF_MS : 0,

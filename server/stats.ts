@@ -42,6 +42,10 @@ export interface ServerStats {
   idleClosed: number;
   /** Addresses put into an authentication cool-down. */
   throttled: number;
+  /** Accepts that failed, by error code (`EMFILE`: out of descriptors; `ECONNABORTED`, …). */
+  acceptFailures: Record<string, number>;
+  /** Log lines that could not be written (a broken log pipe, a closed stderr). */
+  logLinesDropped: number;
   /** Connections open now. */
   active: number;
   /** Bytes received from all clients, handshakes included. */
@@ -83,6 +87,8 @@ export function emptyStats(): ServerStats {
     frameErrors: {},
     idleClosed: 0,
     throttled: 0,
+    acceptFailures: {},
+    logLinesDropped: 0,
     active: 0,
     bytesIn: 0,
     bytesOut: 0,
@@ -122,12 +128,13 @@ const NUMBER_FIELDS = [
   "authenticatedV2",
   "idleClosed",
   "throttled",
+  "logLinesDropped",
   "active",
   "bytesIn",
   "bytesOut",
 ] as const satisfies readonly (keyof ServerStats)[];
 
-const REASON_FIELDS = ["refused", "rejected", "frameErrors"] as const;
+const REASON_FIELDS = ["refused", "rejected", "frameErrors", "acceptFailures"] as const;
 
 /** Counts one observation in its bucket. */
 export function observe(histogram: Histogram, value: number): void {

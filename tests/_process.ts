@@ -1,6 +1,38 @@
 /** Helpers for tests that run hmac-echo as a real process. */
 
+import assert from "node:assert/strict";
+import denoConfig from "../deno.json" with { type: "json" };
 import { withTimeout } from "./_helpers.ts";
+
+/** The project's root, where deno.json and main.ts are. */
+export const ROOT = new URL("../", import.meta.url).pathname;
+
+/** `deno task NAME` without the task runner in between: its `deno` arguments, split. */
+export function taskArgs(name: "serve" | "connect"): string[] {
+  const [deno, ...args] = denoConfig.tasks[name].split(" ");
+  assert.equal(deno, "deno");
+  return args;
+}
+
+/**
+ * Starts `serve` exactly as the `serve` task would, with its permissions and nothing more; with
+ * `openFiles`, under `ulimit -n openFiles` as many machines run it.
+ */
+export function startServeTask(
+  args: string[],
+  env: Record<string, string>,
+  options: { openFiles?: number } = {},
+): ServerProcess {
+  const command = [Deno.execPath(), ...taskArgs("serve"), ...args];
+  if (options.openFiles === undefined) {
+    return ServerProcess.start(command[0], command.slice(1), { env, cwd: ROOT });
+  }
+  return ServerProcess.start(
+    "bash",
+    ["-c", `ulimit -n ${options.openFiles} && exec "$@"`, "bash", ...command],
+    { env, cwd: ROOT },
+  );
+}
 
 const DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
 

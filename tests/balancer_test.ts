@@ -7,9 +7,7 @@
 import assert from "node:assert/strict";
 import { connect, relay } from "../client/client.ts";
 import { concat, decoder, encoder, SECRET, withTimeout } from "./_helpers.ts";
-import { freshEnv, ServerProcess } from "./_process.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+import { freshEnv, ServerProcess, startServeTask } from "./_process.ts";
 
 function whyIgnored(): string | undefined {
   try {
@@ -68,11 +66,7 @@ Deno.test({
   async fn() {
     await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
     const instances = [1, 2, 3].map(() =>
-      ServerProcess.start(Deno.execPath(), [
-        "run",
-        "-A",
-        MAIN,
-        "serve",
+      startServeTask([
         "--port",
         "0",
         "--metrics-port",
@@ -80,7 +74,7 @@ Deno.test({
         "--proxy-protocol",
         "--trusted-proxies",
         "127.0.0.1",
-      ], { env: fresh.env })
+      ], fresh.env)
     );
     let haproxy: ServerProcess | undefined;
     try {

@@ -4,22 +4,13 @@
  */
 
 import assert from "node:assert/strict";
-import denoConfig from "../deno.json" with { type: "json" };
 import { decoder, encoder, withTimeout } from "./_helpers.ts";
-import { freshEnv, ServerProcess } from "./_process.ts";
-
-const ROOT = new URL("../", import.meta.url).pathname;
-
-/** `deno task NAME` without the task runner in between: its `deno` arguments, split. */
-function taskArgs(name: "serve" | "connect"): string[] {
-  const [deno, ...args] = denoConfig.tasks[name].split(" ");
-  assert.equal(deno, "deno");
-  return args;
-}
+import denoConfig from "../deno.json" with { type: "json" };
+import { freshEnv, ROOT, ServerProcess, startServeTask, taskArgs } from "./_process.ts";
 
 /** Starts `serve` as the `serve` task would. */
 function startServe(args: string[], env: Record<string, string>): ServerProcess {
-  return ServerProcess.start(Deno.execPath(), [...taskArgs("serve"), ...args], { env, cwd: ROOT });
+  return startServeTask(args, env);
 }
 
 /** Runs `connect` to completion. */

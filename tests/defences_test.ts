@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { writeAll } from "../_io.ts";
-import { connect, exchange } from "../client/client.ts";
+import { connect, exchange, HandshakeRejectedError } from "../client/client.ts";
 import { authenticateClient } from "../protocol/handshake.ts";
 import { SecretKeys } from "../protocol/keys.ts";
 import { computeAnswer } from "../protocol/v1.ts";
@@ -18,7 +18,7 @@ import {
   startServer,
   withTimeout,
 } from "./_helpers.ts";
-import { freshEnv, ServerProcess } from "./_process.ts";
+import { freshEnv, ROOT, ServerProcess, startServeTask, taskArgs } from "./_process.ts";
 
 const WRONG = encoder.encode("not the secret");
 
@@ -366,31 +366,57 @@ Deno.test("accept errors (out of file descriptors) do not end the server", async
   }
 });
 
-Deno.test("serve keeps --max-connections below the open-file limit", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
-  const main = new URL("../main.ts", import.meta.url).pathname;
-  const server = ServerProcess.start(
-    "bash",
-    ["-c", `ulimit -n 512 && exec "${Deno.execPath()}" run -A "${main}" serve --port 0`],
-    { env: fresh.env },
+Deno.test("under ulimit -n 1024 a flood of connections cannot take the server or /healthz down", async () => {
+  // As shipped: the serve task's permissions (no /proc), the common limit of 1 024 descriptors,
+  // and the default --max-connections of 10 000, which the server must lower by itself.
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const server = startServeTask(
+    ["--port", "0", "--quiet", "--metrics-port", "0", "--max-connections-per-address", "0"],
+    fresh.env,
+    { openFiles: 1024 },
   );
+  const flood: Deno.TcpConn[] = [];
   try {
-    const line = await server.waitForLine(/ max-connections-lowered /);
-    assert.match(line, /from=10000 to=448 /);
-    assert.match(await server.waitForLine(/ listening /), / maxConnections=448 /);
+    const lowered = await server.waitForLine(/ max-connections-lowered /);
+    const cap = Number(lowered.match(/ to=(\d+)/)![1]);
+    assert.ok(cap < 1024 - 32 && cap > 500, lowered);
+    const port = await server.port();
+    const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    // More connections than the process has descriptors, all held open at once.
+    const opened = await Promise.all(
+      Array.from({ length: 1_200 }, () => Deno.connect({ hostname: "127.0.0.1", port })),
+    );
+    flood.push(...opened);
+    const firstBytes = await Promise.all(flood.map(async (conn) => {
+      const byte = new Uint8Array(1);
+      return await conn.read(byte); // 1: its challenge began; null: refused at the cap
+    }));
+    assert.equal(firstBytes.filter((n) => n === 1).length, cap, "the cap, not the kernel, says no");
+    // The balancer's health check still gets its answer, and the metrics count the refusals.
+    const health = await fetch(`http://${metrics}/healthz`);
+    assert.equal(`${health.status} ${await health.text()}`, "200 ok\n");
+    const text = await (await fetch(`http://${metrics}/metrics`)).text();
+    assert.match(
+      text,
+      new RegExp(`hmac_echo_refused_total\\{reason="connection-limit"\\} ${1_200 - cap}\n`),
+    );
+    assert.doesNotMatch(text, /accept_failures_total\{reason="EMFILE"\}/);
+    for (const conn of flood.splice(0)) conn.close();
+    // Once the flood is gone, an honest client is served.
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("after") });
+    assert.equal(decoder.decode(reply), "AFTER");
   } finally {
-    assert.equal((await server.stop()).code, 0);
+    for (const conn of flood) conn.close();
+    assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
   }
 });
 
 Deno.test("a reconnect storm: 10 000 clients at once are all challenged and served", async () => {
   // The server runs in its own process, as in production, so each side has its own descriptors.
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
-  const main = new URL("../main.ts", import.meta.url).pathname;
-  const server = ServerProcess.start(
-    Deno.execPath(),
-    ["run", "-A", main, "serve", "--port", "0", "--quiet", "--max-connections-per-address", "0"],
-    { env: fresh.env },
+  const server = startServeTask(
+    ["--port", "0", "--quiet", "--max-connections-per-address", "0"],
+    fresh.env,
   );
   try {
     const port = await server.port();
@@ -420,4 +446,47 @@ Deno.test("a reconnect storm: 10 000 clients at once are all challenged and serv
   const stopped = server.lines.find((line) => / stopped /.test(line))!;
   assert.match(stopped, / authenticated=10000 /);
   assert.match(stopped, / refused=0 /);
+});
+
+Deno.test("a log pipe whose reader is gone cannot take the server down", async (t) => {
+  // `serve 2>&1 | head -n 1` as a process: read the first lines, then close the pipe's read end.
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...taskArgs("serve"), "--port", "0", "--metrics-port", "0", "--quiet"],
+    cwd: ROOT,
+    env: fresh.env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  while (!/ listening address=/.test(text)) {
+    const { value, done } = await lines.read();
+    assert.ok(!done, `serve exited early:\n${text}`);
+    text += value;
+  }
+  await lines.cancel(); // from now on every log write fails with EPIPE
+  const port = Number(text.match(/ listening address=127\.0\.0\.1:(\d+)/)![1]);
+  const metrics = text.match(/ metrics address=(\S+)/)![1];
+  try {
+    await t.step("a wrong answer is logged into the broken pipe: the line is dropped", async () => {
+      // v1: the server logs the rejection before it closes, so the close means the write was tried.
+      await assert.rejects(
+        exchange({ secret: WRONG, port, protocol: 1, message: encoder.encode("x") }),
+        HandshakeRejectedError,
+      );
+      const body = await (await fetch(`http://${metrics}/metrics`)).text();
+      const dropped = Number(body.match(/^hmac_echo_log_lines_dropped_total (\d+)$/m)![1]);
+      assert.ok(dropped >= 1, body);
+    });
+    await t.step("and everyone else is still served", async () => {
+      const reply = await exchange({ secret: SECRET, port, message: encoder.encode("alive") });
+      assert.equal(decoder.decode(reply), "ALIVE");
+    });
+  } finally {
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0, "a clean exit, though its last lines are lost");
+  }
 });

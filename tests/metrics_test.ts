@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { exchange, HandshakeRejectedError } from "../client/client.ts";
 import { serveMetrics } from "../server/metrics.ts";
 import { decoder, encoder, openAuthenticated, SECRET, startServer } from "./_helpers.ts";
-import { freshEnv, ServerProcess } from "./_process.ts";
+import { freshEnv, startServeTask } from "./_process.ts";
 
 /** `name{labels} value` lines as a map, for exact lookups. */
 function parse(text: string): Map<string, number> {
@@ -61,25 +61,16 @@ Deno.test("serveMetrics exposes the server's counters in Prometheus text format"
 
 Deno.test("serve --metrics-port sums the workers, and /healthz drains on SIGTERM", async () => {
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
-  const main = new URL("../main.ts", import.meta.url).pathname;
-  const server = ServerProcess.start(
-    Deno.execPath(),
-    [
-      "run",
-      "-A",
-      main,
-      "serve",
-      "--port",
-      "0",
-      "--workers",
-      "2",
-      "--metrics-port",
-      "0",
-      "--digest",
-      "sha1-prefix", // each worker must get the option, and the counts are summed
-    ],
-    { env: fresh.env },
-  );
+  const server = startServeTask([
+    "--port",
+    "0",
+    "--workers",
+    "2",
+    "--metrics-port",
+    "0",
+    "--digest",
+    "sha1-prefix", // each worker must get the option, and the counts are summed
+  ], fresh.env);
   let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
   try {
     const port = await server.port();
