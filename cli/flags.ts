@@ -26,12 +26,48 @@ export function parseFlags<
   const T extends Record<string, { type: "string" | "boolean"; short?: string }>,
 >(args: string[], options: T) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+    return parseArgs({
+      args: joinNegativeValues(args, options),
+      options,
+      strict: true,
+      allowPositionals: false,
+    }).values;
   } catch (error) {
     // node:util's messages span lines (the problem, then a hint); keep both, on one line.
     const message = error instanceof Error ? error.message.split("\n").join(" ") : String(error);
     throw new UsageError(message.replace(/\.$/, ""));
   }
+}
+
+/** A negative number, as a value: `-1`, `-0.5`, `-.5`. No flag of ours looks like one. */
+const NEGATIVE_NUMBER = /^-\.?\d/;
+
+/**
+ * `--port -1` as `--port=-1`. node:util reads a value that starts with a dash as a possibly
+ * forgotten value and refuses it as "ambiguous"; a negative number cannot be a flag here, so it
+ * is the value, and the flag's own check says what is wrong with it.
+ */
+function joinNegativeValues(
+  args: string[],
+  options: Record<string, { type: "string" | "boolean" }>,
+): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return [...joined, ...args.slice(i)];
+    const name = arg.startsWith("--") ? arg.slice(2) : undefined;
+    const next = args[i + 1];
+    if (
+      name !== undefined && Object.hasOwn(options, name) && options[name].type === "string" &&
+      next !== undefined && NEGATIVE_NUMBER.test(next)
+    ) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
+  return joined;
 }
 
 /**
