@@ -106,7 +106,16 @@ export function usageErrorFor(
   return new UsageError(error.message.replace(error.option, source.flag));
 }
 
-/** The strongest frame flag given: `--encrypt` wins over `--integrity`. */
+/**
+ * The frame flag given, if any. `--integrity` and `--encrypt` are either/or: taking the stronger
+ * one silently would hide a mistake (which mode was meant?), so both together are refused.
+ */
 export function frameFlag(values: { integrity?: boolean; encrypt?: boolean }) {
+  if (values.integrity && values.encrypt) {
+    throw new UsageError(
+      "--integrity and --encrypt are either/or: choose one (encrypted frames are authenticated " +
+        "too)",
+    );
+  }
   return values.encrypt ? "encrypt" as const : values.integrity ? "integrity" as const : undefined;
 }

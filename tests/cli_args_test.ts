@@ -32,6 +32,8 @@ const connectErrors: [string[], RegExp][] = [
   [["--retry", "-1"], /^--retry must be a whole number, 0 or more, got "-1"$/],
   [["--port", "-1"], /^--port must be a whole number from 0 to 65535, got "-1"$/],
   [["--port", "-x"], /argument is ambiguous/],
+  [["--integrity", "--encrypt"], /^--integrity and --encrypt are either\/or: choose one/],
+  [["--encrypt", "--protocol", "1", "--integrity"], /--integrity and --encrypt are either\/or/],
 ];
 
 for (const [args, message] of connectErrors) {
@@ -72,6 +74,8 @@ const serveErrors: [string[], RegExp][] = [
   ],
   [["--digest", "sha1-prefix", "--integrity"], /--digest sha1-prefix accepts v1 answers, which/],
   [["--proxy-protocol"], /--proxy-protocol and --trusted-proxies go together/],
+  [["--integrity", "--encrypt"], /^--integrity and --encrypt are either\/or: choose one/],
+  [["--require-v2", "--encrypt", "--integrity"], /--integrity and --encrypt are either\/or/],
   [
     ["--proxy-protocol", "--trusted-proxies", "10.0.0.0/33"],
     /--trusted-proxies: "10\.0\.0\.0\/33" is not an IP address or a CIDR block/,
@@ -132,7 +136,7 @@ Deno.test("parseServeArgs() turns flags into the server's plain-data settings", 
   assert.deepEqual(structuredClone(settings), settings);
 });
 
-Deno.test("parseServeArgs(): --encrypt wins over --integrity, which wins over --require-v2", () => {
+Deno.test("parseServeArgs(): --integrity or --encrypt imply --require-v2", () => {
   const requirement = (args: string[]) => {
     const command = parseServeArgs(args);
     return command.kind === "serve" ? command.settings.require : undefined;
@@ -140,7 +144,7 @@ Deno.test("parseServeArgs(): --encrypt wins over --integrity, which wins over --
   assert.equal(requirement([]), undefined);
   assert.equal(requirement(["--require-v2"]), "v2");
   assert.equal(requirement(["--require-v2", "--integrity"]), "integrity");
-  assert.equal(requirement(["--integrity", "--encrypt"]), "encrypt");
+  assert.equal(requirement(["--require-v2", "--encrypt"]), "encrypt");
 });
 
 Deno.test("parseServeArgs(): --workers 0 means one per core", () => {
