@@ -7,7 +7,7 @@
  */
 
 import { parseConnectArgs, runConnect } from "./connect.ts";
-import { UsageError } from "./flags.ts";
+import { type InfoRequest, UsageError } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printError, writeOut } from "./output.ts";
 import { SecretError } from "./secret.ts";
 import { parseServeArgs, runServe } from "./serve.ts";
@@ -45,20 +45,19 @@ async function dispatch(args: string[]): Promise<number> {
   switch (command) {
     case "serve": {
       const parsed = parseServeArgs(rest);
-      return parsed.kind === "help" ? await help() : await runServe(parsed);
+      return parsed.kind === "serve" ? await runServe(parsed) : await info(parsed);
     }
     case "connect": {
       const parsed = parseConnectArgs(rest);
-      return parsed.kind === "help" ? await help() : await runConnect(parsed);
+      return parsed.kind === "connect" ? await runConnect(parsed) : await info(parsed);
     }
     case "--help":
     case "-h":
     case "help":
-      return await help();
+      return await info({ kind: "help" });
     case "--version":
     case "-V":
-      await writeOut(`hmac-echo ${VERSION}\n`);
-      return EXIT_OK;
+      return await info({ kind: "version" });
     case undefined:
       throw new UsageError("Missing command: serve or connect");
     default:
@@ -66,7 +65,7 @@ async function dispatch(args: string[]): Promise<number> {
   }
 }
 
-async function help(): Promise<number> {
-  await writeOut(USAGE);
+async function info(request: InfoRequest): Promise<number> {
+  await writeOut(request.kind === "help" ? USAGE : `hmac-echo ${VERSION}\n`);
   return EXIT_OK;
 }

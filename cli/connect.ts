@@ -14,6 +14,8 @@ import { DEFAULT_HOSTNAME, DEFAULT_PORT } from "../server/config.ts";
 import {
   COMMON_OPTIONS,
   frameFlag,
+  type InfoRequest,
+  infoRequest,
   numberFrom,
   parseFlags,
   parsePort,
@@ -40,7 +42,7 @@ export type ConnectSettings = Omit<ConnectOptions, "secret" | "onRetry"> & {
 
 /** What `connect`'s flags ask for. */
 export type ConnectCommand =
-  | { kind: "help" }
+  | InfoRequest
   | {
     kind: "connect";
     options: ConnectSettings;
@@ -67,7 +69,8 @@ const ALL_DIGESTS = Object.keys(DIGESTS).join(",");
  */
 export function parseConnectArgs(args: string[]): ConnectCommand {
   const values = parseFlags(args, CONNECT_OPTIONS);
-  if (values.help) return { kind: "help" };
+  const info = infoRequest(values);
+  if (info) return info;
   const retries = numberFrom(values.retry) ?? 0;
   if (!Number.isInteger(retries) || retries < 0) {
     throw new UsageError(`--retry must be a whole number, 0 or more, got "${values.retry}"`);

@@ -19,7 +19,18 @@ export const COMMON_OPTIONS = {
   port: { type: "string" },
   "secret-file": { type: "string" },
   help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
 } as const;
+
+/** What `--help` or `--version` ask for, after either command as before it. */
+export type InfoRequest = { kind: "help" } | { kind: "version" };
+
+/** `--help` (it wins) or `--version` among the parsed flags; undefined for neither. */
+export function infoRequest(
+  values: { help?: boolean; version?: boolean },
+): InfoRequest | undefined {
+  return values.help ? { kind: "help" } : values.version ? { kind: "version" } : undefined;
+}
 
 /** Parses `args` strictly against `options`; a problem becomes a one-line {@linkcode UsageError}. */
 export function parseFlags<

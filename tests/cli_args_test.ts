@@ -179,3 +179,13 @@ Deno.test("parseConnectArgs() turns flags into connect() options", () => {
   assert.ok(negative.kind === "connect");
   assert.equal(negative.message, "-1", "a negative number is a value for any flag that takes one");
 });
+
+Deno.test("--help and --version work after either command, whatever the other flags say", () => {
+  for (const parse of [parseServeArgs, parseConnectArgs]) {
+    assert.deepEqual(parse(["--version"]), { kind: "version" }, parse.name);
+    assert.deepEqual(parse(["-V"]), { kind: "version" }, parse.name);
+    // Flags that would be refused do not hide the answer.
+    assert.deepEqual(parse(["--port", "99999", "--version"]), { kind: "version" }, parse.name);
+    assert.deepEqual(parse(["--version", "--help"]), { kind: "help" }, parse.name);
+  }
+});

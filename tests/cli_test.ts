@@ -160,6 +160,10 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
     assert.equal(code, 0);
     assert.equal(decoder.decode(stdout), `hmac-echo ${denoConfig.version}\n`);
   });
+  await t.step("connect --version", async () => {
+    const result = await runConnect(["--version"], fresh.env);
+    assert.deepEqual(result, { code: 0, stdout: `hmac-echo ${denoConfig.version}\n`, stderr: "" });
+  });
   // Every usage error is a unit test of the parser (tests/cli_args_test.ts); here, that the
   // program turns one into exit status 2, a pointer to --help and no stack trace.
   await t.step("connect --bogus", async () => {
