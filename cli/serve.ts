@@ -34,7 +34,8 @@ import {
 import { EXIT_FAILURE, EXIT_OK, printError } from "./output.ts";
 import { loadPreviousSecret, loadSecret } from "./secret.ts";
 
-const SERVE_OPTIONS = {
+/** serve's flags; each is in the help's groups too (cli/usage.ts), which a test checks. */
+export const SERVE_OPTIONS = {
   ...COMMON_OPTIONS,
   "handshake-timeout": { type: "string" },
   "idle-timeout": { type: "string" },

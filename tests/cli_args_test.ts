@@ -4,9 +4,11 @@
  */
 
 import assert from "node:assert/strict";
-import { parseConnectArgs } from "../cli/connect.ts";
+import { CONNECT_OPTIONS, parseConnectArgs } from "../cli/connect.ts";
 import { UsageError } from "../cli/flags.ts";
-import { parseServeArgs } from "../cli/serve.ts";
+import { parseServeArgs, SERVE_OPTIONS } from "../cli/serve.ts";
+import { CONNECT_USAGE, SERVE_USAGE, USAGE } from "../cli/usage.ts";
+import { resolveSettings } from "../server/config.ts";
 
 const connectErrors: [string[], RegExp][] = [
   [["--bogus"], /^Unknown option '--bogus'$/],
@@ -188,4 +190,68 @@ Deno.test("--help and --version work after either command, whatever the other fl
     assert.deepEqual(parse(["--port", "99999", "--version"]), { kind: "version" }, parse.name);
     assert.deepEqual(parse(["--version", "--help"]), { kind: "help" }, parse.name);
   }
+});
+
+/** The flags a help text names, as `--name`. */
+function flagsIn(help: string): Set<string> {
+  return new Set(help.match(/--[a-z0-9][a-z0-9-]*/g));
+}
+
+/** The "(default …)" of `flag`'s entry in a help text: its lines up to the next entry. */
+function defaultIn(help: string, flag: string): string | undefined {
+  const entry = help.split(/\n(?= {2}--|\n)/).find((text) => text.startsWith(`  ${flag} `));
+  assert.ok(entry, `${flag} has an entry`);
+  return entry.replace(/\s+/g, " ").match(/\(default ([^)]*)\)/)?.[1];
+}
+
+Deno.test("each command's help names every flag it takes, and no other", () => {
+  for (
+    const [help, options] of [[SERVE_USAGE, SERVE_OPTIONS], [
+      CONNECT_USAGE,
+      CONNECT_OPTIONS,
+    ]] as const
+  ) {
+    const taken = Object.keys(options).map((name) => `--${name}`);
+    assert.deepEqual([...flagsIn(help)].sort(), taken.sort());
+  }
+  // The overview names the commands and where their options are, and no option of either.
+  assert.deepEqual(flagsIn(USAGE), new Set(["--help", "--version"]));
+  assert.match(USAGE, /^ {2}hmac-echo serve .*\n {2}hmac-echo connect /m);
+  assert.match(USAGE, /"hmac-echo serve --help" or "hmac-echo connect --help"/);
+});
+
+Deno.test("serve's help shows the defaults the server runs with", () => {
+  const command = parseServeArgs([]);
+  assert.ok(command.kind === "serve");
+  const settings = resolveSettings(command.settings);
+  const expected: Record<string, string> = {
+    "--host": settings.hostname,
+    "--port": String(settings.port),
+    "--backlog": String(settings.backlog),
+    "--workers": String(settings.workers),
+    "--handshake-timeout": `${settings.handshakeTimeoutMs / 1000} s`,
+    "--idle-timeout": `${settings.idleTimeoutMs / 1000} s`,
+    "--max-connections": String(settings.maxConnections),
+    "--max-connections-per-address": String(settings.maxConnectionsPerAddress),
+    "--throttle-after": String(settings.throttle.maxFailures),
+    "--throttle-window": `${settings.throttle.windowMs / 1000} s`,
+    "--throttle-cooldown": `${settings.throttle.cooldownMs / 1000} s`,
+    "--digests": settings.digests.join(","),
+    "--log-format": resolveSettings({ log: {} }).log!.format,
+  };
+  for (const [flag, value] of Object.entries(expected)) {
+    assert.equal(defaultIn(SERVE_USAGE, flag), value, flag);
+  }
+  assert.equal(defaultIn(SERVE_USAGE, "--integrity"), undefined);
+});
+
+Deno.test("connect's help shows the defaults connect() is given", () => {
+  const command = parseConnectArgs([]);
+  assert.ok(command.kind === "connect");
+  const { options } = command;
+  assert.equal(defaultIn(CONNECT_USAGE, "--host"), options.hostname);
+  assert.equal(defaultIn(CONNECT_USAGE, "--port"), String(options.port));
+  assert.equal(defaultIn(CONNECT_USAGE, "--retry"), String(options.retries));
+  assert.equal(defaultIn(CONNECT_USAGE, "--protocol"), String(options.protocol));
+  assert.match(CONNECT_USAGE, new RegExp(`v2: .*\\(default ${options.digest}\\)`));
 });
