@@ -7,11 +7,11 @@
  */
 
 import { parseConnectArgs, runConnect } from "./connect.ts";
-import { UsageError } from "./flags.ts";
+import { type InfoRequest, UsageError } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printError, writeOut } from "./output.ts";
 import { SecretError } from "./secret.ts";
 import { parseServeArgs, runServe } from "./serve.ts";
-import { USAGE, VERSION } from "./usage.ts";
+import { CONNECT_USAGE, SERVE_USAGE, USAGE, VERSION } from "./usage.ts";
 
 /**
  * Runs the program with `args` (without the program name) and returns its exit status.
@@ -28,7 +28,9 @@ export async function runCli(args: string[]): Promise<number> {
     return await dispatch(args);
   } catch (error) {
     if (error instanceof UsageError) {
-      printError(`${error.message}. Run "hmac-echo --help" for usage.`);
+      // Each command's options are in its own help; the overview lists none.
+      const command = args[0] === "serve" || args[0] === "connect" ? `${args[0]} ` : "";
+      printError(`${error.message}. Run "hmac-echo ${command}--help" for usage.`);
       return EXIT_USAGE;
     }
     if (error instanceof SecretError) {
@@ -45,20 +47,21 @@ async function dispatch(args: string[]): Promise<number> {
   switch (command) {
     case "serve": {
       const parsed = parseServeArgs(rest);
-      return parsed.kind === "help" ? await help() : await runServe(parsed);
+      return parsed.kind === "serve" ? await runServe(parsed) : await info(parsed, SERVE_USAGE);
     }
     case "connect": {
       const parsed = parseConnectArgs(rest);
-      return parsed.kind === "help" ? await help() : await runConnect(parsed);
+      return parsed.kind === "connect"
+        ? await runConnect(parsed)
+        : await info(parsed, CONNECT_USAGE);
     }
     case "--help":
     case "-h":
     case "help":
-      return await help();
+      return await info({ kind: "help" }, USAGE);
     case "--version":
     case "-V":
-      await writeOut(`hmac-echo ${VERSION}\n`);
-      return EXIT_OK;
+      return await info({ kind: "version" }, USAGE);
     case undefined:
       throw new UsageError("Missing command: serve or connect");
     default:
@@ -66,7 +69,8 @@ async function dispatch(args: string[]): Promise<number> {
   }
 }
 
-async function help(): Promise<number> {
-  await writeOut(USAGE);
+/** Prints `help` or the version, as asked. */
+async function info(request: InfoRequest, help: string): Promise<number> {
+  await writeOut(request.kind === "help" ? help : `hmac-echo ${VERSION}\n`);
   return EXIT_OK;
 }

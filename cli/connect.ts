@@ -14,6 +14,8 @@ import { DEFAULT_HOSTNAME, DEFAULT_PORT } from "../server/config.ts";
 import {
   COMMON_OPTIONS,
   frameFlag,
+  type InfoRequest,
+  infoRequest,
   numberFrom,
   parseFlags,
   parsePort,
@@ -22,7 +24,8 @@ import {
 import { EXIT_FAILURE, EXIT_OK, printError, writeErr, writeOut } from "./output.ts";
 import { loadSecret } from "./secret.ts";
 
-const CONNECT_OPTIONS = {
+/** connect's flags; each is in the help's groups too (cli/usage.ts), which a test checks. */
+export const CONNECT_OPTIONS = {
   ...COMMON_OPTIONS,
   message: { type: "string" },
   retry: { type: "string" },
@@ -30,6 +33,18 @@ const CONNECT_OPTIONS = {
   digest: { type: "string" },
   integrity: { type: "boolean" },
   encrypt: { type: "boolean" },
+} as const;
+
+/**
+ * What connect asks for when a flag does not say: passed to connect() explicitly, so the help,
+ * which shows these, is what the command does.
+ */
+export const CONNECT_DEFAULTS = {
+  hostname: DEFAULT_HOSTNAME,
+  port: DEFAULT_PORT,
+  retries: 0,
+  protocol: "2",
+  digest: "sha256",
 } as const;
 
 /** The client's options without its secret: what the flags say, checked. */
@@ -40,7 +55,7 @@ export type ConnectSettings = Omit<ConnectOptions, "secret" | "onRetry"> & {
 
 /** What `connect`'s flags ask for. */
 export type ConnectCommand =
-  | { kind: "help" }
+  | InfoRequest
   | {
     kind: "connect";
     options: ConnectSettings;
@@ -67,16 +82,17 @@ const ALL_DIGESTS = Object.keys(DIGESTS).join(",");
  */
 export function parseConnectArgs(args: string[]): ConnectCommand {
   const values = parseFlags(args, CONNECT_OPTIONS);
-  if (values.help) return { kind: "help" };
-  const retries = numberFrom(values.retry) ?? 0;
+  const info = infoRequest(values);
+  if (info) return info;
+  const retries = numberFrom(values.retry) ?? CONNECT_DEFAULTS.retries;
   if (!Number.isInteger(retries) || retries < 0) {
     throw new UsageError(`--retry must be a whole number, 0 or more, got "${values.retry}"`);
   }
   const warnings: string[] = [];
-  const port = values.port === undefined ? DEFAULT_PORT : parsePort("--port", values.port);
+  const port = values.port === undefined ? CONNECT_DEFAULTS.port : parsePort("--port", values.port);
   if (port === 0) throw new UsageError("--port must be 1-65535 for connect");
   const options: ConnectSettings = {
-    hostname: values.host ?? DEFAULT_HOSTNAME,
+    hostname: values.host ?? CONNECT_DEFAULTS.hostname,
     port,
     retries,
     ...handshakeFrom(values, warnings),
@@ -95,7 +111,7 @@ function handshakeFrom(
   values: { protocol?: string; digest?: string; integrity?: boolean; encrypt?: boolean },
   warnings: string[],
 ): Pick<ConnectOptions, "protocol" | "digest" | "mode"> {
-  const { protocol = "2", digest } = values;
+  const { protocol = CONNECT_DEFAULTS.protocol, digest } = values;
   const mode = frameFlag(values);
   if (protocol === "1") {
     if (mode !== undefined) {
@@ -122,7 +138,7 @@ function handshakeFrom(
         (digest === "sha1-prefix" ? " (sha1-prefix is a protocol 1 answer: add --protocol 1)" : ""),
     );
   }
-  return { protocol: 2, digest, mode: mode ?? "plain" };
+  return { protocol: 2, digest: digest ?? CONNECT_DEFAULTS.digest, mode: mode ?? "plain" };
 }
 
 /** Runs a parsed `connect` command; returns the exit status. */

@@ -19,19 +19,66 @@ export const COMMON_OPTIONS = {
   port: { type: "string" },
   "secret-file": { type: "string" },
   help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
 } as const;
+
+/** What `--help` or `--version` ask for, after either command as before it. */
+export type InfoRequest = { kind: "help" } | { kind: "version" };
+
+/** `--help` (it wins) or `--version` among the parsed flags; undefined for neither. */
+export function infoRequest(
+  values: { help?: boolean; version?: boolean },
+): InfoRequest | undefined {
+  return values.help ? { kind: "help" } : values.version ? { kind: "version" } : undefined;
+}
 
 /** Parses `args` strictly against `options`; a problem becomes a one-line {@linkcode UsageError}. */
 export function parseFlags<
   const T extends Record<string, { type: "string" | "boolean"; short?: string }>,
 >(args: string[], options: T) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+    return parseArgs({
+      args: joinNegativeValues(args, options),
+      options,
+      strict: true,
+      allowPositionals: false,
+    }).values;
   } catch (error) {
     // node:util's messages span lines (the problem, then a hint); keep both, on one line.
     const message = error instanceof Error ? error.message.split("\n").join(" ") : String(error);
     throw new UsageError(message.replace(/\.$/, ""));
   }
+}
+
+/** A negative number, as a value: `-1`, `-0.5`, `-.5`. No flag of ours looks like one. */
+const NEGATIVE_NUMBER = /^-\.?\d/;
+
+/**
+ * `--port -1` as `--port=-1`. node:util reads a value that starts with a dash as a possibly
+ * forgotten value and refuses it as "ambiguous"; a negative number cannot be a flag here, so it
+ * is the value, and the flag's own check says what is wrong with it.
+ */
+function joinNegativeValues(
+  args: string[],
+  options: Record<string, { type: "string" | "boolean" }>,
+): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return [...joined, ...args.slice(i)];
+    const name = arg.startsWith("--") ? arg.slice(2) : undefined;
+    const next = args[i + 1];
+    if (
+      name !== undefined && Object.hasOwn(options, name) && options[name].type === "string" &&
+      next !== undefined && NEGATIVE_NUMBER.test(next)
+    ) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
+  return joined;
 }
 
 /**
@@ -70,7 +117,16 @@ export function usageErrorFor(
   return new UsageError(error.message.replace(error.option, source.flag));
 }
 
-/** The strongest frame flag given: `--encrypt` wins over `--integrity`. */
+/**
+ * The frame flag given, if any. `--integrity` and `--encrypt` are either/or: taking the stronger
+ * one silently would hide a mistake (which mode was meant?), so both together are refused.
+ */
 export function frameFlag(values: { integrity?: boolean; encrypt?: boolean }) {
+  if (values.integrity && values.encrypt) {
+    throw new UsageError(
+      "--integrity and --encrypt are either/or: choose one (encrypted frames are authenticated " +
+        "too)",
+    );
+  }
   return values.encrypt ? "encrypt" as const : values.integrity ? "integrity" as const : undefined;
 }

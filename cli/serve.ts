@@ -23,6 +23,8 @@ import type { ServerStats } from "../server/stats.ts";
 import {
   COMMON_OPTIONS,
   frameFlag,
+  type InfoRequest,
+  infoRequest,
   numberFrom,
   parseFlags,
   parsePort,
@@ -32,7 +34,8 @@ import {
 import { EXIT_FAILURE, EXIT_OK, printError } from "./output.ts";
 import { loadPreviousSecret, loadSecret } from "./secret.ts";
 
-const SERVE_OPTIONS = {
+/** serve's flags; each is in the help's groups too (cli/usage.ts), which a test checks. */
+export const SERVE_OPTIONS = {
   ...COMMON_OPTIONS,
   "handshake-timeout": { type: "string" },
   "idle-timeout": { type: "string" },
@@ -62,7 +65,7 @@ export type ServeSettings = Omit<ServerConfig, "secret" | "previousSecret">;
 
 /** What `serve`'s flags ask for. */
 export type ServeCommand =
-  | { kind: "help" }
+  | InfoRequest
   | {
     kind: "serve";
     /** The server's configuration, checked by the server's own validator. */
@@ -88,7 +91,8 @@ export type ServeCommand =
  */
 export function parseServeArgs(args: string[]): ServeCommand {
   const values = parseFlags(args, SERVE_OPTIONS);
-  if (values.help) return { kind: "help" };
+  const info = infoRequest(values);
+  if (info) return info;
   const workers = numberFrom(values.workers);
   const trustedList = values["trusted-proxies"];
   if ((values["proxy-protocol"] ?? false) !== (trustedList !== undefined)) {

@@ -1,90 +1,245 @@
-/** The usage text `--help` prints. */
+/**
+ * The help texts: a short overview for `hmac-echo --help`, and each command's own options, in
+ * groups, with the defaults the code uses (never typed a second time here).
+ *
+ * @module
+ */
 
-import { DIGESTS } from "../protocol/keys.ts";
-import {
-  DEFAULT_BACKLOG,
-  DEFAULT_HANDSHAKE_TIMEOUT_MS,
-  DEFAULT_HOSTNAME,
-  DEFAULT_MAX_CONNECTIONS,
-  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-  DEFAULT_PORT,
-} from "../server/config.ts";
-import {
-  DEFAULT_THROTTLE_COOLDOWN_MS,
-  DEFAULT_THROTTLE_FAILURES,
-  DEFAULT_THROTTLE_WINDOW_MS,
-} from "../server/throttle.ts";
+import { DEFAULT_HOSTNAME, resolveSettings } from "../server/config.ts";
+import { CONNECT_DEFAULTS } from "./connect.ts";
 import { PREVIOUS_SECRET_ENV_VAR, SECRET_ENV_VAR } from "./secret.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 
 /** The version, from deno.json. */
 export const VERSION: string = denoConfig.version;
 
-const ALL_DIGESTS = Object.keys(DIGESTS).join(",");
+/**
+ * One line of a command's help: the flag as typed, what it does, and the default, if there is
+ * one worth showing, appended as "(default …)".
+ */
+type OptionHelp = readonly [flag: string, text: string, fallback?: string | number];
 
-/** `hmac-echo --help`. */
-export const USAGE = `hmac-echo ${VERSION}: an upper-casing echo server behind an HMAC challenge
+/** A heading and its options: adding a flag to a group is adding one line. */
+type HelpGroup = readonly [heading: string, options: readonly OptionHelp[]];
 
-Usage:
-  hmac-echo serve   [--host H] [--port P] [--secret-file F] [options below]
-  hmac-echo connect [--host H] [--port P] [--secret-file F] [--message TEXT] [--retry N]
-                    [--protocol 1|2] [--digest D] [--integrity | --encrypt]
-  hmac-echo --help | --version
+/** What `serve` runs with when no flag says otherwise: the server's own defaults. */
+const SERVER = resolveSettings({ log: {} });
 
-serve options:
-  --host H                 address to listen on (default ${DEFAULT_HOSTNAME})
-  --port P                 port to listen on, 0 for any free one (default ${DEFAULT_PORT})
-  --secret-file F          file holding the shared secret (see "The secret" below)
-  --previous-secret-file F a previous secret still accepted during a rotation (or ${PREVIOUS_SECRET_ENV_VAR})
-  --handshake-timeout S    seconds a client has to answer the challenge (default ${
-  DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000
-})
-  --idle-timeout S         close an authenticated connection idle this long (default 0: never)
-  --max-connections N      connections served at once; more are closed at once (default ${DEFAULT_MAX_CONNECTIONS})
-  --max-connections-per-address N
-                           the same, per client address; 0: no cap (default ${DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})
-  --throttle-after N       failed handshakes from one address that start a cool-down (default ${DEFAULT_THROTTLE_FAILURES}; 0: off)
-  --throttle-window S      ... counted over this many seconds (default ${
-  DEFAULT_THROTTLE_WINDOW_MS / 1000
-})
-  --throttle-cooldown S    first cool-down; it doubles with each repeat, up to an hour (default ${
-  DEFAULT_THROTTLE_COOLDOWN_MS / 1000
-})
-  --backlog N              listen queue length, for reconnect storms (default ${DEFAULT_BACKLOG})
-  --workers N              server threads sharing the port (SO_REUSEPORT); 0: one per core (default 1)
-  --require-v2             refuse protocol v1 clients (v2 authenticates the server too)
-  --integrity              require v2 with integrity frames (or encryption); implies --require-v2
-  --encrypt                require v2 with encrypted frames (AES-256-GCM); implies --require-v2
-  --digests LIST           digests a v2 client may use, comma-separated; leave sha1 out to
-                           forbid it (default ${ALL_DIGESTS})
-  --digest sha1-prefix     also accept the Python tutorial's sha1(secret + challenge) v1 answers,
-                           to migrate its clients; weaker than HMAC, logged as a warning
-  --proxy-protocol         read a PROXY protocol header (v1 or v2) from a load balancer first
-  --trusted-proxies LIST   the balancers allowed to send one: IPs and CIDR blocks, comma-separated
-  --metrics-port P         serve Prometheus /metrics and a /healthz check over HTTP (default: off)
-  --metrics-host H         address for them (default 127.0.0.1)
-  --log-format text|json   one line per event, for people (default) or for log shippers
-  --quiet                  log only lifecycle lines, warnings and errors, not every connection
+/** Milliseconds as the seconds a flag takes. */
+function seconds(ms: number): string {
+  return `${ms / 1000} s`;
+}
 
-connect options:
-  --host H, --port P       the server (default ${DEFAULT_HOSTNAME}:${DEFAULT_PORT})
-  --secret-file F          file holding the shared secret
-  --message TEXT           send TEXT, print the reply, exit
-  --retry N                retry a failed connection N times, backing off (never a rejection)
-  --protocol 1|2           2 (default) authenticates the server too; 1 only for old servers,
-                           never chosen silently
-  --digest D               v2: sha1, sha256 (default), sha384 or sha512;
-                           v1: hmac-sha1 (default) or sha1-prefix (the tutorial's legacy answer)
-  --integrity              v2: every frame carries a sequence number and a MAC
-  --encrypt                v2: every frame is encrypted and authenticated (AES-256-GCM)
-  Without --message: from a terminal, an interactive session (Ctrl-D ends it); from a pipe,
-  stdin is streamed to the server and the replies to stdout.
+const SERVE_GROUPS: readonly HelpGroup[] = [
+  ["Listening", [
+    ["--host H", "address to listen on", SERVER.hostname],
+    ["--port P", "port to listen on, 0 for any free one", SERVER.port],
+    ["--backlog N", "listen queue length, for reconnect storms", SERVER.backlog],
+    [
+      "--workers N",
+      "server threads sharing the port (SO_REUSEPORT); 0: one per core",
+      SERVER.workers,
+    ],
+    ["--proxy-protocol", "read a PROXY protocol header (v1 or v2) from a load balancer first"],
+    [
+      "--trusted-proxies LIST",
+      "the balancers allowed to send one: IPs and CIDR blocks, comma-separated",
+    ],
+  ]],
+  ["Secrets", [
+    ["--secret-file F", `file holding the shared secret (see "The secret" below)`],
+    [
+      "--previous-secret-file F",
+      `a previous secret still accepted during a rotation (or ${PREVIOUS_SECRET_ENV_VAR})`,
+    ],
+  ]],
+  ["Limits", [
+    [
+      "--handshake-timeout S",
+      "seconds a client has to answer the challenge",
+      seconds(SERVER.handshakeTimeoutMs),
+    ],
+    [
+      "--idle-timeout S",
+      "close an authenticated connection idle this long; 0: never",
+      seconds(SERVER.idleTimeoutMs),
+    ],
+    [
+      "--max-connections N",
+      "connections served at once; more are closed at once",
+      SERVER.maxConnections,
+    ],
+    [
+      "--max-connections-per-address N",
+      "the same, per client address; 0: no cap",
+      SERVER.maxConnectionsPerAddress,
+    ],
+    [
+      "--throttle-after N",
+      "failed handshakes from one address that start a cool-down; 0: off",
+      SERVER.throttle.maxFailures,
+    ],
+    ["--throttle-window S", "... counted over this long", seconds(SERVER.throttle.windowMs)],
+    [
+      "--throttle-cooldown S",
+      `the first cool-down; it doubles with each repeat, up to ${
+        seconds(SERVER.throttle.maxCooldownMs)
+      }`,
+      seconds(SERVER.throttle.cooldownMs),
+    ],
+  ]],
+  ["Protocol", [
+    ["--require-v2", "refuse protocol v1 clients (v2 authenticates the server too)"],
+    ["--integrity", "require v2 with integrity frames (or encryption); implies --require-v2"],
+    [
+      "--encrypt",
+      "require v2 with encrypted frames (AES-256-GCM); implies --require-v2; either this or " +
+      "--integrity",
+    ],
+    [
+      "--digests LIST",
+      "digests a v2 client may use, comma-separated; leave sha1 out to forbid it",
+      SERVER.digests.join(","),
+    ],
+    [
+      "--digest sha1-prefix",
+      "also accept the Python tutorial's sha1(secret + challenge) v1 answers, to migrate its " +
+      "clients; weaker than HMAC, logged as a warning",
+    ],
+  ]],
+  ["Operations", [
+    ["--metrics-port P", "serve Prometheus /metrics and a /healthz check over HTTP", "off"],
+    ["--metrics-host H", "address for them", DEFAULT_HOSTNAME],
+    [
+      "--log-format text|json",
+      "one line per event, for people or for log shippers",
+      SERVER.log?.format,
+    ],
+    ["--quiet", "log only lifecycle lines, warnings and errors, not every connection"],
+  ]],
+];
 
-The secret (never on the command line, where other users could see it in ps):
+const CONNECT_GROUPS: readonly HelpGroup[] = [
+  ["Connecting", [
+    ["--host H", "the server's address", CONNECT_DEFAULTS.hostname],
+    ["--port P", "the server's port", CONNECT_DEFAULTS.port],
+    [
+      "--retry N",
+      "retry a failed connection N times, backing off; a rejection is never retried",
+      CONNECT_DEFAULTS.retries,
+    ],
+  ]],
+  ["Secrets", [
+    ["--secret-file F", `file holding the shared secret (see "The secret" below)`],
+  ]],
+  ["Protocol", [
+    [
+      "--protocol 1|2",
+      "2 authenticates the server too; 1 only for old servers, never chosen silently",
+      CONNECT_DEFAULTS.protocol,
+    ],
+    [
+      "--digest D",
+      `v2: sha1, sha256, sha384 or sha512 (default ${CONNECT_DEFAULTS.digest}); ` +
+      "v1: hmac-sha1 (default) or sha1-prefix (the tutorial's legacy answer)",
+    ],
+    ["--integrity", "v2: every frame carries a sequence number and a MAC"],
+    [
+      "--encrypt",
+      "v2: every frame is encrypted and authenticated (AES-256-GCM); either this or --integrity",
+    ],
+  ]],
+  ["Sending", [
+    ["--message TEXT", "send TEXT, print the reply, exit"],
+  ]],
+];
+
+/** Help lines are wrapped at the width of the notes below them; descriptions start in this column. */
+const WIDTH = 100;
+const DESCRIPTION_COLUMN = 27;
+
+function formatGroups(groups: readonly HelpGroup[]): string {
+  return groups.map(([heading, options]) => `${heading}:\n${options.map(formatOption).join("")}`)
+    .join("\n");
+}
+
+function formatOption([flag, text, fallback]: OptionHelp): string {
+  // "(default …)" stays whole: a default split across lines is easy to misread.
+  const words = text.split(" ");
+  if (fallback !== undefined) words.push(`(default ${fallback})`);
+  const lines = wrap(words, WIDTH - DESCRIPTION_COLUMN);
+  const indent = " ".repeat(DESCRIPTION_COLUMN);
+  const head = `  ${flag}`;
+  // A flag too long for its column gets a line of its own.
+  const first = head.length <= DESCRIPTION_COLUMN - 2
+    ? head.padEnd(DESCRIPTION_COLUMN)
+    : `${head}\n${indent}`;
+  return first + lines.join(`\n${indent}`) + "\n";
+}
+
+function wrap(words: string[], width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of words) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === "" ? word : `${line} ${word}`;
+    }
+  }
+  return [...lines, line];
+}
+
+const TAGLINE = "an upper-casing echo server behind an HMAC challenge";
+
+/** Where the secret comes from; `creates` for the one command that makes the default file. */
+function secretNote(creates: boolean): string {
+  return `The secret (never on the command line, where other users could see it in ps):
   1. the content of --secret-file F (one trailing newline ignored), if given; else
   2. the UTF-8 bytes of the ${SECRET_ENV_VAR} environment variable, if set; else
-  3. the default file $XDG_CONFIG_HOME/hmac-echo/secret (or ~/.config/hmac-echo/secret),
-     which "serve" creates with a random secret if it does not exist.
-
-Exit status: 0 success, 1 failure (rejected, unreachable, port in use), 2 usage or secret error.
+  3. the default file $XDG_CONFIG_HOME/hmac-echo/secret (or ~/.config/hmac-echo/secret)${
+    creates ? ",\n     created with a random secret if it does not exist." : "."
+  }
 `;
+}
+
+/** The exit statuses, with what a failure (1) is for the command at hand. */
+function exitStatus(failures: string): string {
+  return `Exit status: 0 success, 1 failure (${failures}), 2 usage or secret error.\n`;
+}
+
+/** `hmac-echo --help`: what there is, and where each command's options are. */
+export const USAGE = `hmac-echo ${VERSION}: ${TAGLINE}
+
+Usage:
+  hmac-echo serve [options]      run the server
+  hmac-echo connect [options]    authenticate to a server, send it text, print the replies
+  hmac-echo --help | --version
+
+Run "hmac-echo serve --help" or "hmac-echo connect --help" for each command's options.
+
+${exitStatus("rejected, unreachable, port in use")}`;
+
+/** `hmac-echo serve --help`. */
+export const SERVE_USAGE = `hmac-echo serve: ${TAGLINE}
+
+Usage: hmac-echo serve [options]
+       hmac-echo serve --help | --version
+
+${formatGroups(SERVE_GROUPS)}
+${secretNote(true)}
+${exitStatus("could not listen, the port in use, say")}`;
+
+/** `hmac-echo connect --help`. */
+export const CONNECT_USAGE = `hmac-echo connect: a client for hmac-echo serve
+
+Usage: hmac-echo connect [options]
+       hmac-echo connect --help | --version
+
+${formatGroups(CONNECT_GROUPS)}
+Without --message: from a terminal, an interactive session (Ctrl-D ends it); from a pipe,
+stdin is streamed to the server and the replies to stdout.
+
+${secretNote(false)}
+${exitStatus("rejected, or the server unreachable")}`;

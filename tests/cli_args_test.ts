@@ -4,9 +4,11 @@
  */
 
 import assert from "node:assert/strict";
-import { parseConnectArgs } from "../cli/connect.ts";
+import { CONNECT_OPTIONS, parseConnectArgs } from "../cli/connect.ts";
 import { UsageError } from "../cli/flags.ts";
-import { parseServeArgs } from "../cli/serve.ts";
+import { parseServeArgs, SERVE_OPTIONS } from "../cli/serve.ts";
+import { CONNECT_USAGE, SERVE_USAGE, USAGE } from "../cli/usage.ts";
+import { resolveSettings } from "../server/config.ts";
 
 const connectErrors: [string[], RegExp][] = [
   [["--bogus"], /^Unknown option '--bogus'$/],
@@ -26,8 +28,14 @@ const connectErrors: [string[], RegExp][] = [
     /--digest for protocol 2 must be one of sha1,sha256,sha384,sha512, got "md5"/,
   ],
   [["--digest", "sha1-prefix"], /sha1-prefix is a protocol 1 answer: add --protocol 1/],
-  [["--retry", "-1"], /argument is ambiguous/],
   [["--retry=-1"], /--retry must be a whole number, 0 or more, got "-1"/],
+  // A negative number is the flag's value, refused by the flag's own check, not by node:util as
+  // an "ambiguous" argument.
+  [["--retry", "-1"], /^--retry must be a whole number, 0 or more, got "-1"$/],
+  [["--port", "-1"], /^--port must be a whole number from 0 to 65535, got "-1"$/],
+  [["--port", "-x"], /argument is ambiguous/],
+  [["--integrity", "--encrypt"], /^--integrity and --encrypt are either\/or: choose one/],
+  [["--encrypt", "--protocol", "1", "--integrity"], /--integrity and --encrypt are either\/or/],
 ];
 
 for (const [args, message] of connectErrors) {
@@ -42,11 +50,17 @@ for (const [args, message] of connectErrors) {
 
 const serveErrors: [string[], RegExp][] = [
   [["--handshake-timeout=-1"], /--handshake-timeout must be a positive number, got "-1"/],
-  [["--handshake-timeout", "-1"], /argument is ambiguous.* use '--handshake-timeout=-XYZ'/],
+  [["--handshake-timeout", "-1"], /^--handshake-timeout must be a positive number, got "-1"$/],
   [["--max-connections", "0"], /--max-connections must be a positive whole number, got "0"/],
   [["--max-connections", "2.5"], /--max-connections must be a positive whole number/],
   [["--max-connections", "ten"], /--max-connections must be a positive whole number, got "ten"/],
   [["--idle-timeout=-3"], /--idle-timeout must be a number, 0 or more, got "-3"/],
+  [["--idle-timeout", "-3"], /^--idle-timeout must be a number, 0 or more, got "-3"$/],
+  [["--throttle-window", "-.5"], /^--throttle-window must be a positive number, got "-.5"$/],
+  [["--workers", "-2"], /^--workers must be a positive whole number, got "-2"$/],
+  [["--port", "-1"], /^--port must be a whole number from 0 to 65535, got "-1"$/],
+  [["--metrics-port", "-1"], /^--metrics-port must be a whole number from 0 to 65535, got "-1"$/],
+  [["--quiet", "-1"], /^Unknown option '-1'/],
   [["--throttle-after", "x"], /--throttle-after must be a whole number, 0 or more, got "x"/],
   [["--port", "65536"], /--port must be a whole number from 0 to 65535, got "65536"/],
   [["--metrics-port", "x"], /--metrics-port must be a whole number from 0 to 65535, got "x"/],
@@ -62,6 +76,8 @@ const serveErrors: [string[], RegExp][] = [
   ],
   [["--digest", "sha1-prefix", "--integrity"], /--digest sha1-prefix accepts v1 answers, which/],
   [["--proxy-protocol"], /--proxy-protocol and --trusted-proxies go together/],
+  [["--integrity", "--encrypt"], /^--integrity and --encrypt are either\/or: choose one/],
+  [["--require-v2", "--encrypt", "--integrity"], /--integrity and --encrypt are either\/or/],
   [
     ["--proxy-protocol", "--trusted-proxies", "10.0.0.0/33"],
     /--trusted-proxies: "10\.0\.0\.0\/33" is not an IP address or a CIDR block/,
@@ -122,7 +138,7 @@ Deno.test("parseServeArgs() turns flags into the server's plain-data settings", 
   assert.deepEqual(structuredClone(settings), settings);
 });
 
-Deno.test("parseServeArgs(): --encrypt wins over --integrity, which wins over --require-v2", () => {
+Deno.test("parseServeArgs(): --integrity or --encrypt imply --require-v2", () => {
   const requirement = (args: string[]) => {
     const command = parseServeArgs(args);
     return command.kind === "serve" ? command.settings.require : undefined;
@@ -130,7 +146,7 @@ Deno.test("parseServeArgs(): --encrypt wins over --integrity, which wins over --
   assert.equal(requirement([]), undefined);
   assert.equal(requirement(["--require-v2"]), "v2");
   assert.equal(requirement(["--require-v2", "--integrity"]), "integrity");
-  assert.equal(requirement(["--integrity", "--encrypt"]), "encrypt");
+  assert.equal(requirement(["--require-v2", "--encrypt"]), "encrypt");
 });
 
 Deno.test("parseServeArgs(): --workers 0 means one per core", () => {
@@ -161,4 +177,81 @@ Deno.test("parseConnectArgs() turns flags into connect() options", () => {
   assert.equal(v1.options.retries, 3);
   assert.match(v1.warnings[0], /sha1-prefix sends the tutorial's sha1\(secret \+ challenge\)/);
   assert.deepEqual(parseConnectArgs(["-h"]), { kind: "help" });
+  const negative = parseConnectArgs(["--message", "-1"]);
+  assert.ok(negative.kind === "connect");
+  assert.equal(negative.message, "-1", "a negative number is a value for any flag that takes one");
+});
+
+Deno.test("--help and --version work after either command, whatever the other flags say", () => {
+  for (const parse of [parseServeArgs, parseConnectArgs]) {
+    assert.deepEqual(parse(["--version"]), { kind: "version" }, parse.name);
+    assert.deepEqual(parse(["-V"]), { kind: "version" }, parse.name);
+    // Flags that would be refused do not hide the answer.
+    assert.deepEqual(parse(["--port", "99999", "--version"]), { kind: "version" }, parse.name);
+    assert.deepEqual(parse(["--version", "--help"]), { kind: "help" }, parse.name);
+  }
+});
+
+/** The flags a help text names, as `--name`. */
+function flagsIn(help: string): Set<string> {
+  return new Set(help.match(/--[a-z0-9][a-z0-9-]*/g));
+}
+
+/** The "(default …)" of `flag`'s entry in a help text: its lines up to the next entry. */
+function defaultIn(help: string, flag: string): string | undefined {
+  const entry = help.split(/\n(?= {2}--|\n)/).find((text) => text.startsWith(`  ${flag} `));
+  assert.ok(entry, `${flag} has an entry`);
+  return entry.replace(/\s+/g, " ").match(/\(default ([^)]*)\)/)?.[1];
+}
+
+Deno.test("each command's help names every flag it takes, and no other", () => {
+  for (
+    const [help, options] of [[SERVE_USAGE, SERVE_OPTIONS], [
+      CONNECT_USAGE,
+      CONNECT_OPTIONS,
+    ]] as const
+  ) {
+    const taken = Object.keys(options).map((name) => `--${name}`);
+    assert.deepEqual([...flagsIn(help)].sort(), taken.sort());
+  }
+  // The overview names the commands and where their options are, and no option of either.
+  assert.deepEqual(flagsIn(USAGE), new Set(["--help", "--version"]));
+  assert.match(USAGE, /^ {2}hmac-echo serve .*\n {2}hmac-echo connect /m);
+  assert.match(USAGE, /"hmac-echo serve --help" or "hmac-echo connect --help"/);
+});
+
+Deno.test("serve's help shows the defaults the server runs with", () => {
+  const command = parseServeArgs([]);
+  assert.ok(command.kind === "serve");
+  const settings = resolveSettings(command.settings);
+  const expected: Record<string, string> = {
+    "--host": settings.hostname,
+    "--port": String(settings.port),
+    "--backlog": String(settings.backlog),
+    "--workers": String(settings.workers),
+    "--handshake-timeout": `${settings.handshakeTimeoutMs / 1000} s`,
+    "--idle-timeout": `${settings.idleTimeoutMs / 1000} s`,
+    "--max-connections": String(settings.maxConnections),
+    "--max-connections-per-address": String(settings.maxConnectionsPerAddress),
+    "--throttle-after": String(settings.throttle.maxFailures),
+    "--throttle-window": `${settings.throttle.windowMs / 1000} s`,
+    "--throttle-cooldown": `${settings.throttle.cooldownMs / 1000} s`,
+    "--digests": settings.digests.join(","),
+    "--log-format": resolveSettings({ log: {} }).log!.format,
+  };
+  for (const [flag, value] of Object.entries(expected)) {
+    assert.equal(defaultIn(SERVE_USAGE, flag), value, flag);
+  }
+  assert.equal(defaultIn(SERVE_USAGE, "--integrity"), undefined);
+});
+
+Deno.test("connect's help shows the defaults connect() is given", () => {
+  const command = parseConnectArgs([]);
+  assert.ok(command.kind === "connect");
+  const { options } = command;
+  assert.equal(defaultIn(CONNECT_USAGE, "--host"), options.hostname);
+  assert.equal(defaultIn(CONNECT_USAGE, "--port"), String(options.port));
+  assert.equal(defaultIn(CONNECT_USAGE, "--retry"), String(options.retries));
+  assert.equal(defaultIn(CONNECT_USAGE, "--protocol"), String(options.protocol));
+  assert.match(CONNECT_USAGE, new RegExp(`v2: .*\\(default ${options.digest}\\)`));
 });

@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { SERVE_USAGE } from "../cli/usage.ts";
 import { decoder, encoder, withTimeout } from "./_helpers.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 import { freshEnv, ROOT, ServerProcess, startServeTask, taskArgs } from "./_process.ts";
@@ -14,13 +15,23 @@ function startServe(args: string[], env: Record<string, string>): ServerProcess 
 }
 
 /** Runs `connect` to completion. */
-async function runConnect(
+function runConnect(
+  args: string[],
+  env: Record<string, string>,
+  stdin?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runTask("connect", args, env, stdin);
+}
+
+/** Runs a command to completion as its task would, its output captured. */
+async function runTask(
+  name: "serve" | "connect",
   args: string[],
   env: Record<string, string>,
   stdin?: string,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [...taskArgs("connect"), ...args],
+    args: [...taskArgs(name), ...args],
     cwd: ROOT,
     env,
     clearEnv: true,
@@ -136,9 +147,24 @@ Deno.test("serve on a port in use exits 1 with a clear message", async () => {
 Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --help", async (t) => {
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
   await t.step("--help", async () => {
-    const result = await runConnect(["--help"], fresh.env);
-    assert.equal(result.code, 0);
-    assert.match(result.stdout, /^hmac-echo \d+\.\d+\.\d+: .*\n\nUsage:\n {2}hmac-echo serve/);
+    const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "main.ts", "--help"],
+      cwd: ROOT,
+      env: fresh.env,
+      clearEnv: true,
+    }).output();
+    assert.equal(code, 0);
+    const text = decoder.decode(stdout);
+    assert.match(text, /^hmac-echo \d+\.\d+\.\d+: .*\n\nUsage:\n {2}hmac-echo serve/);
+    assert.match(text, /"hmac-echo serve --help" or "hmac-echo connect --help"/);
+  });
+  await t.step("serve --help prints serve's options only", async () => {
+    const result = await runTask("serve", ["--help"], fresh.env);
+    assert.deepEqual(result, { code: 0, stdout: SERVE_USAGE, stderr: "" });
+    assert.match(result.stdout, /^Listening:\n {2}--host H /m);
+    for (const flag of ["--message", "--retry", "--protocol"]) {
+      assert.ok(!result.stdout.includes(flag), `connect's ${flag} in serve --help`);
+    }
   });
   await t.step("--version", async () => {
     const child = new Deno.Command(Deno.execPath(), {
@@ -151,6 +177,10 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
     assert.equal(code, 0);
     assert.equal(decoder.decode(stdout), `hmac-echo ${denoConfig.version}\n`);
   });
+  await t.step("connect --version", async () => {
+    const result = await runConnect(["--version"], fresh.env);
+    assert.deepEqual(result, { code: 0, stdout: `hmac-echo ${denoConfig.version}\n`, stderr: "" });
+  });
   // Every usage error is a unit test of the parser (tests/cli_args_test.ts); here, that the
   // program turns one into exit status 2, a pointer to --help and no stack trace.
   await t.step("connect --bogus", async () => {
@@ -158,7 +188,7 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
     assert.equal(result.code, 2, result.stderr);
     assert.equal(
       result.stderr,
-      `hmac-echo: Unknown option '--bogus'. Run "hmac-echo --help" for usage.\n`,
+      `hmac-echo: Unknown option '--bogus'. Run "hmac-echo connect --help" for usage.\n`,
     );
   });
   await t.step("serve --max-connections 0", async () => {
@@ -166,7 +196,7 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
     assert.equal((await server.exited()).code, 2);
     assert.match(
       server.lines.join("\n"),
-      /--max-connections must be a positive whole number, got "0"\. Run "hmac-echo --help"/,
+      /--max-connections must be a positive whole number, got "0"\. Run "hmac-echo serve --help"/,
     );
     assert.ok(!server.lines.some((line) => /^\s+at /.test(line)), "no stack trace");
   });
