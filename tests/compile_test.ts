@@ -3,7 +3,8 @@
  *
  * `deno compile` needs its `denort` base binary: from `DENORT_BIN`, or downloaded from
  * dl.deno.land. Where neither is available (a machine without that network, like this project's
- * CI) the test is reported as ignored, with the reason; it is never faked.
+ * CI) the test is reported as ignored, with the reason; it is never faked. Without a base binary,
+ * `deno task compile` must say so in one line: that is tested everywhere.
  */
 
 import assert from "node:assert/strict";
@@ -56,4 +57,59 @@ Deno.test({
       assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
     }
   },
+});
+
+/** `deno task compile` with no base binary anywhere: the line it prints, and its status. */
+async function compileWithout(
+  env: Record<string, string>,
+): Promise<{ code: number; lines: string[] }> {
+  // An empty DENO_DIR holds no cached base binary, and a proxy on a closed port makes
+  // dl.deno.land unreachable from any network, for the check and for deno compile alike.
+  const denoDir = await Deno.makeTempDir({ prefix: "hmac-echo-compile-test-" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = listener.addr.port;
+  listener.close();
+  try {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "compile"],
+      cwd: ROOT,
+      env: {
+        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+        HOME: denoDir,
+        DENO_DIR: denoDir,
+        HTTPS_PROXY: `http://127.0.0.1:${closedPort}`,
+        NO_COLOR: "1",
+        ...env,
+      },
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    // deno task first echoes the command it runs.
+    const lines = decoder.decode(stderr).split("\n").filter((line) =>
+      !/^(Task compile |$)/.test(line)
+    );
+    return { code, lines };
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
+  }
+}
+
+Deno.test("deno task compile without a base binary says in one line what is missing", async (t) => {
+  await t.step("no DENORT_BIN, no cache, dl.deno.land unreachable", async () => {
+    const { code, lines } = await compileWithout({});
+    assert.equal(code, 1);
+    assert.equal(lines.length, 1, lines.join("\n"));
+    assert.match(
+      lines[0],
+      /^deno task compile: deno compile needs its base binary, denort [\d.]+, and cannot download it from dl\.deno\.land \(.*Connection refused.*\): set DENORT_BIN=\/path\/to\/denort, unzipped from https:\/\/dl\.deno\.land\/release\/v[\d.]+\/denort-[\w-]+\.zip$/,
+    );
+  });
+
+  await t.step("DENORT_BIN naming no file", async () => {
+    const { code, lines } = await compileWithout({ DENORT_BIN: "/nonexistent/denort" });
+    assert.equal(code, 1);
+    assert.deepEqual(lines.length, 1, lines.join("\n"));
+    assert.match(lines[0], /^deno task compile: DENORT_BIN=\/nonexistent\/denort is not a file: /);
+  });
 });
