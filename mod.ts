@@ -35,7 +35,7 @@
  */
 
 export { serve } from "./server/server.ts";
-export type { RunningServer } from "./server/server.ts";
+export type { RunningServer, Secrets } from "./server/server.ts";
 export {
   DEFAULT_HOSTNAME,
   DEFAULT_PORT,

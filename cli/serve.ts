@@ -32,13 +32,20 @@ import {
   usageErrorFor,
 } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./output.ts";
-import { loadPreviousSecret, loadSecret } from "./secret.ts";
+import {
+  loadPreviousSecret,
+  loadSecret,
+  PREVIOUS_SECRET_ENV_VAR,
+  SECRET_ENV_VAR,
+} from "./secret.ts";
 
 /** serve's flags; each is in the help's groups too (cli/usage.ts), which a test checks. */
 export const SERVE_OPTIONS = {
   ...COMMON_OPTIONS,
   "handshake-timeout": { type: "string" },
   "idle-timeout": { type: "string" },
+  "grace-period": { type: "string" },
+  "drain-delay": { type: "string" },
   "max-connections": { type: "string" },
   "max-connections-per-address": { type: "string" },
   "throttle-after": { type: "string" },
@@ -74,7 +81,20 @@ export type ServeCommand =
     previousSecretFile?: string;
     /** Where to serve `/metrics` and `/healthz`, if anywhere. */
     metrics?: { hostname: string; port: number };
+    /** How a SIGTERM or SIGINT ends it. */
+    shutdown: ShutdownSettings;
   };
+
+/** What happens between the first SIGTERM (or SIGINT) and the exit. */
+export interface ShutdownSettings {
+  /** How long `/healthz` says 503 while the server still accepts, so balancers stop sending. */
+  drainDelayMs: number;
+  /** How long sessions then get to finish before they are closed. */
+  gracePeriodMs: number;
+}
+
+/** Default `--drain-delay`: none, so Ctrl-C at a terminal is prompt; behind a balancer, set one. */
+export const DEFAULT_DRAIN_DELAY_MS = 0;
 
 /**
  * Parses `serve`'s flags into a command, checked with the server's own validator. Pure: no file,
@@ -145,7 +165,22 @@ export function parseServeArgs(args: string[]): ServeCommand {
       hostname: values["metrics-host"] ?? DEFAULT_HOSTNAME,
       port: parsePort("--metrics-port", values["metrics-port"]),
     },
+    shutdown: {
+      drainDelayMs: parseSeconds("--drain-delay", values["drain-delay"]) ?? DEFAULT_DRAIN_DELAY_MS,
+      gracePeriodMs: parseSeconds("--grace-period", values["grace-period"]) ??
+        DEFAULT_GRACE_PERIOD_MS,
+    },
   };
+}
+
+/** A number of seconds, 0 or more, as milliseconds. */
+function parseSeconds(flag: string, text: string | undefined): number | undefined {
+  const ms = numberFrom(text, 1000);
+  if (ms === undefined) return undefined;
+  if (!(ms >= 0 && Number.isFinite(ms))) {
+    throw new UsageError(`${flag} must be a number of seconds, 0 or more, got "${text}"`);
+  }
+  return ms;
 }
 
 /** serve's --require-v2, --integrity and --encrypt as the server's `require`. */
@@ -180,8 +215,21 @@ function flagsOf(values: Record<string, string | boolean | undefined>) {
 export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>): Promise<number> {
   const { settings } = command;
   const logger = new StderrLogger(settings.log);
-  const secrets = await loadSecrets(command, logger);
-  const config = { ...settings, ...secrets, ...clampToOpenFiles(settings, logger) };
+  // The environment as it was at start: SIGHUP re-reads files, not variables, which cannot change.
+  const env = Object.fromEntries(
+    ENV_NAMES.flatMap((name) => {
+      const value = Deno.env.get(name);
+      return value === undefined ? [] : [[name, value]];
+    }),
+  );
+  const secrets = await loadSecrets({ ...command, env }, logger, { createDefault: true });
+  const reloads: ReloadCounts = { reloads: 0, failures: 0 };
+  const config = {
+    ...settings,
+    secret: secrets.secret,
+    previousSecret: secrets.previousSecret,
+    ...clampToOpenFiles(settings, logger),
+  };
   if (config.sha1Prefix) {
     logger.log("warn", "legacy-digest-enabled", {
       digest: "sha1-prefix",
@@ -199,35 +247,101 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
   let draining = false;
   let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (command.metrics) {
-    metrics = startMetrics(command.metrics, server, () => draining, logger);
+    const stats = async () => {
+      const snapshot = await server.stats();
+      snapshot.logLinesDropped += logger.droppedLines;
+      snapshot.secretReloads = reloads.reloads;
+      snapshot.secretReloadFailures = reloads.failures;
+      return snapshot;
+    };
+    metrics = startMetrics(command.metrics, stats, () => draining, logger);
     if (!metrics) {
       await server.close({ gracePeriodMs: 0 });
       return EXIT_FAILURE;
     }
   }
-  // The secret is loaded and the port bound: a network-facing process needs no files or
-  // environment from here on, so give those permissions back.
-  for (const name of ["read", "write", "env"] as const) Deno.permissions.revokeSync({ name });
+  // The port is bound: a network-facing process needs no environment and writes no files from
+  // here on, so give those permissions back. Reading stays: SIGHUP re-reads the secret files.
+  for (const name of ["write", "env"] as const) Deno.permissions.revokeSync({ name });
 
   // Handlers first: a signal sent as soon as "listening" appears must find them in place.
-  const shutdownSignal = waitForShutdownSignal(logger);
+  const stopReloading = reloadSecretsOnHangUp({ ...command, env }, server, logger, reloads);
+  const shutdownSignal = waitForShutdownSignal(logger, command.shutdown);
   logListening(logger, server, config, secrets.source);
   await shutdownSignal;
+  stopReloading();
   draining = true; // /healthz says 503 from now on, so a balancer stops sending new clients
-  await server.close({ gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
+  if (command.shutdown.drainDelayMs > 0) {
+    logger.log("notice", "draining", { drainDelayMs: command.shutdown.drainDelayMs });
+    await new Promise((resolve) => setTimeout(resolve, command.shutdown.drainDelayMs));
+  }
+  await server.close({ gracePeriodMs: command.shutdown.gracePeriodMs });
   await metrics?.shutdown();
   logStopped(logger, await server.stats());
   logger.flush();
   return EXIT_OK;
 }
 
+/** Counts of SIGHUP reloads, for `/metrics`. */
+interface ReloadCounts {
+  reloads: number;
+  failures: number;
+}
+
+/**
+ * On SIGHUP, reads the secret files again and hands the secrets to the server; a file that
+ * cannot be read or is empty keeps the old secrets, and the log says why.
+ *
+ * @returns a function that stops listening for SIGHUP.
+ */
+function reloadSecretsOnHangUp(
+  command: { secretFile?: string; previousSecretFile?: string; env: Record<string, string> },
+  server: RunningServer,
+  logger: Logger,
+  counts: ReloadCounts,
+): () => void {
+  let reloading = Promise.resolve();
+  const onHangUp = () => {
+    // One reload at a time, in order: the last SIGHUP's files win.
+    reloading = reloading.then(async () => {
+      try {
+        const secrets = await loadSecrets(command, logger, { createDefault: false });
+        await server.replaceSecrets(secrets);
+        counts.reloads++;
+        logger.log("notice", "secrets-reloaded", {
+          secret: secrets.source,
+          previous: secrets.previousSource ?? "none",
+        });
+      } catch (error) {
+        counts.failures++;
+        logger.log("error", "reload-failed", {
+          error: error instanceof Error ? error.message : String(error),
+          note: "the secrets in use are unchanged",
+        });
+      }
+    });
+  };
+  Deno.addSignalListener("SIGHUP", onHangUp);
+  return () => Deno.removeSignalListener("SIGHUP", onHangUp);
+}
+
+/** The environment variables serve reads: the secrets, and where the default file is. */
+const ENV_NAMES = [SECRET_ENV_VAR, PREVIOUS_SECRET_ENV_VAR, "XDG_CONFIG_HOME", "HOME"];
+
 /** Loads the secret (creating the default file on first run) and a rotation's previous one. */
 async function loadSecrets(
-  command: { secretFile?: string; previousSecretFile?: string },
+  command: { secretFile?: string; previousSecretFile?: string; env: Record<string, string> },
   logger: Logger,
-): Promise<{ secret: Uint8Array; previousSecret?: Uint8Array; source: string }> {
-  const getEnv = (name: string) => Deno.env.get(name);
-  const loaded = await loadSecret({ secretFile: command.secretFile, createDefault: true, getEnv });
+  options: { createDefault: boolean },
+): Promise<
+  { secret: Uint8Array; previousSecret?: Uint8Array; source: string; previousSource?: string }
+> {
+  const getEnv = (name: string): string | undefined => command.env[name];
+  const loaded = await loadSecret({
+    secretFile: command.secretFile,
+    createDefault: options.createDefault,
+    getEnv,
+  });
   if (loaded.created) {
     logger.log("notice", "secret-created", {
       path: loaded.source.replace(/^file /, ""),
@@ -243,7 +357,12 @@ async function loadSecrets(
     });
     for (const warning of previous.warnings) logger.log("warn", "secret-warning", { warning });
   }
-  return { secret: loaded.secret, previousSecret: previous?.secret, source: loaded.source };
+  return {
+    secret: loaded.secret,
+    previousSecret: previous?.secret,
+    source: loaded.source,
+    previousSource: previous?.source,
+  };
 }
 
 /**
@@ -298,7 +417,7 @@ function freeDescriptors(enough: number): number | undefined {
 /** Serves /metrics and /healthz; undefined (and the reason printed) if it cannot listen. */
 function startMetrics(
   where: { hostname: string; port: number },
-  server: RunningServer,
+  stats: () => Promise<ServerStats>,
   draining: () => boolean,
   logger: Logger,
 ): Deno.HttpServer<Deno.NetAddr> | undefined {
@@ -306,7 +425,7 @@ function startMetrics(
   try {
     metrics = serveMetrics({
       ...where,
-      stats: () => server.stats(),
+      stats,
       draining,
       onError: (error) =>
         logger.log("error", "metrics-failed", {
@@ -376,21 +495,50 @@ function sum(counts: Record<string, number | undefined>): number {
   return Object.values(counts).reduce((total: number, n) => total + (n ?? 0), 0);
 }
 
-/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
-function waitForShutdownSignal(logger: Logger): Promise<void> {
-  const signals = ["SIGINT", "SIGTERM"] as const;
+/**
+ * The same signal again within this long is the same request: `deno task` forwards a Ctrl-C to
+ * the server, which the terminal has already sent it (the whole process group gets it), and
+ * `kill -TERM -PGID` reaches it twice the same way.
+ */
+export const REPEATED_SIGNAL_MS = 1_000;
+
+/**
+ * What each shutdown signal means: the first shuts down; a copy of it (the same signal within
+ * {@linkcode REPEATED_SIGNAL_MS}) is the same request; any other forces the exit.
+ */
+export class ShutdownSignals {
+  #first?: { signal: Deno.Signal; at: number };
+
+  /** Decides what `signal`, arriving at `now` (milliseconds), asks for. */
+  receive(signal: Deno.Signal, now: number): "shut-down" | "repeat" | "force" {
+    if (this.#first === undefined) {
+      this.#first = { signal, at: now };
+      return "shut-down";
+    }
+    const copy = signal === this.#first.signal && now - this.#first.at < REPEATED_SIGNAL_MS;
+    return copy ? "repeat" : "force";
+  }
+}
+
+/** Resolves on the first SIGINT or SIGTERM; see {@linkcode ShutdownSignals} for the others. */
+function waitForShutdownSignal(logger: Logger, shutdown: ShutdownSettings): Promise<void> {
+  const received = new ShutdownSignals();
   return new Promise((resolve) => {
-    let received = false;
-    const onSignal = () => {
-      if (received) {
-        logger.log("warn", "forced-exit", { reason: "second signal during shutdown" });
-        Deno.exit(EXIT_FAILURE);
-      }
-      received = true;
-      logger.log("notice", "shutting-down", { gracePeriodMs: DEFAULT_GRACE_PERIOD_MS });
-      resolve();
-    };
-    for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(signal, () => {
+        switch (received.receive(signal, performance.now())) {
+          case "shut-down":
+            logger.log("notice", "shutting-down", { signal, ...shutdown });
+            return resolve();
+          case "repeat":
+            return logger.log("info", "signal-repeated", { signal, note: "the same request" });
+          case "force":
+            logger.log("warn", "forced-exit", { reason: `${signal} during shutdown` });
+            logger.flush?.();
+            Deno.exit(EXIT_FAILURE);
+        }
+      });
+    }
   });
 }
 

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { DEFAULT_HOSTNAME, resolveSettings } from "../server/config.ts";
+import { DEFAULT_GRACE_PERIOD_MS, DEFAULT_HOSTNAME, resolveSettings } from "../server/config.ts";
+import { DEFAULT_DRAIN_DELAY_MS } from "./serve.ts";
 import { CONNECT_DEFAULTS } from "./connect.ts";
 import { PREVIOUS_SECRET_ENV_VAR, SECRET_ENV_VAR } from "./secret.ts";
 import denoConfig from "../deno.json" with { type: "json" };
@@ -116,6 +117,16 @@ const SERVE_GROUPS: readonly HelpGroup[] = [
       SERVER.log?.format,
     ],
     ["--quiet", "log only lifecycle lines, warnings and errors, not every connection"],
+    [
+      "--drain-delay S",
+      "after SIGTERM, answer /healthz 503 but keep accepting this long, for balancers",
+      seconds(DEFAULT_DRAIN_DELAY_MS),
+    ],
+    [
+      "--grace-period S",
+      "then give open sessions this long to finish before closing them",
+      seconds(DEFAULT_GRACE_PERIOD_MS),
+    ],
   ]],
 ];
 
@@ -228,6 +239,9 @@ Usage: hmac-echo serve [options]
        hmac-echo serve --help | --version
 
 ${formatGroups(SERVE_GROUPS)}
+Signals: SIGTERM or Ctrl-C drains and stops (exit 0); another one after the first second forces
+the exit (1). SIGHUP re-reads the secret files; if one cannot be read, the old secrets stay.
+
 ${secretNote(true)}
 ${exitStatus("could not listen, the port in use, say")}`;
 

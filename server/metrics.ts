@@ -151,6 +151,18 @@ export function renderMetrics(stats: ServerStats): string {
       "Log lines that could not be written (a broken log pipe).",
       one(stats.logLinesDropped),
     ],
+    [
+      "secret_reloads_total",
+      "counter",
+      "Secrets reloaded on SIGHUP.",
+      one(stats.secretReloads),
+    ],
+    [
+      "secret_reload_failures_total",
+      "counter",
+      "SIGHUP reloads that failed and kept the secrets in use.",
+      one(stats.secretReloadFailures),
+    ],
     ["received_bytes_total", "counter", "Bytes received from clients.", one(stats.bytesIn)],
     ["sent_bytes_total", "counter", "Bytes sent to clients.", one(stats.bytesOut)],
   ];

@@ -18,4 +18,17 @@ export interface RunningServer extends AsyncDisposable {
    * the rest. Resolves when every connection has ended; `stats()` still answers afterwards.
    */
   close(options?: { gracePeriodMs?: number }): Promise<void>;
+  /**
+   * Checks every handshake from now on against new secrets (a rotation's previous one included);
+   * sessions already authenticated go on undisturbed.
+   */
+  replaceSecrets(secrets: Secrets): Promise<void>;
+}
+
+/** The secrets a server checks handshakes against. */
+export interface Secrets {
+  /** The shared secret. */
+  secret: Uint8Array;
+  /** A previous secret still accepted during a rotation. */
+  previousSecret?: Uint8Array;
 }

@@ -41,6 +41,14 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     reply({ type: "listening", port: server.addr.port });
   } else if (message.type === "stats" && server) {
     reply({ type: "stats", request: message.request, stats: await server.stats() });
+  } else if (message.type === "secrets" && server) {
+    const { request, secret, previousSecret } = message;
+    try {
+      await server.replaceSecrets({ secret, previousSecret });
+      reply({ type: "secrets-replaced", request });
+    } catch (error) {
+      reply({ type: "secrets-replaced", request, error: String(error) });
+    }
   } else if (message.type === "close" && server) {
     await server.close({ gracePeriodMs: message.gracePeriodMs });
     reply({ type: "closed", stats: await server.stats() });

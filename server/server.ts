@@ -37,9 +37,9 @@ import { AuthFailureThrottle } from "./throttle.ts";
 import type { ServiceHandler, TrafficCounters } from "./service.ts";
 import { upperCaseEcho } from "./upper_case_echo.ts";
 import { startWorkerPool } from "./workers.ts";
-import type { RunningServer } from "./running.ts";
+import type { RunningServer, Secrets } from "./running.ts";
 
-export type { RunningServer };
+export type { RunningServer, Secrets };
 
 /** How long the accept loop pauses when it runs out of descriptors or memory, so some free up. */
 const ACCEPT_BACKOFF_MS = 50;
@@ -172,6 +172,12 @@ export class Server implements RunningServer {
   /** Closes the server as `close()` does, with the default grace period. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** Checks handshakes against new secrets from now on; authenticated sessions go on. */
+  async replaceSecrets(secrets: Secrets): Promise<void> {
+    const keys = await importKeys(secrets, this.#config.sha1Prefix);
+    this.#policy = { ...this.#policy, ...keys };
   }
 
   /**
@@ -579,10 +585,7 @@ export interface ListenHooks {
  */
 export async function listen(config: ResolvedConfig, hooks: ListenHooks = {}): Promise<Server> {
   const sha1Prefix = config.sha1Prefix;
-  const keys = await SecretKeys.import(config.secret, { sha1Prefix });
-  const previousKeys = config.previousSecret === undefined
-    ? undefined
-    : await SecretKeys.import(config.previousSecret, { sha1Prefix });
+  const { keys, previousKeys } = await importKeys(config, sha1Prefix);
   const listener = Deno.listen({
     hostname: config.hostname,
     port: config.port,
@@ -632,6 +635,18 @@ class NotCheckedError extends Error {
     );
     this.name = "NotCheckedError";
   }
+}
+
+/** The secrets as the keys a policy holds. */
+async function importKeys(
+  secrets: Secrets,
+  sha1Prefix: boolean,
+): Promise<{ keys: SecretKeys; previousKeys?: SecretKeys }> {
+  const keys = await SecretKeys.import(secrets.secret, { sha1Prefix });
+  const previousKeys = secrets.previousSecret === undefined
+    ? undefined
+    : await SecretKeys.import(secrets.previousSecret, { sha1Prefix });
+  return { keys, previousKeys };
 }
 
 function describeError(error: unknown): string {

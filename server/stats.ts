@@ -46,6 +46,10 @@ export interface ServerStats {
   acceptFailures: Record<string, number>;
   /** Log lines that could not be written (a broken log pipe, a closed stderr). */
   logLinesDropped: number;
+  /** Secrets reloaded on SIGHUP: `serve` counts them, a library server leaves 0. */
+  secretReloads: number;
+  /** SIGHUP reloads that failed and kept the secrets in use: `serve` counts them. */
+  secretReloadFailures: number;
   /** Connections open now. */
   active: number;
   /** Bytes received from all clients, handshakes included. */
@@ -89,6 +93,8 @@ export function emptyStats(): ServerStats {
     throttled: 0,
     acceptFailures: {},
     logLinesDropped: 0,
+    secretReloads: 0,
+    secretReloadFailures: 0,
     active: 0,
     bytesIn: 0,
     bytesOut: 0,
@@ -129,6 +135,8 @@ const NUMBER_FIELDS = [
   "idleClosed",
   "throttled",
   "logLinesDropped",
+  "secretReloads",
+  "secretReloadFailures",
   "active",
   "bytesIn",
   "bytesOut",

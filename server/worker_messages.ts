@@ -19,6 +19,7 @@ export type ToWorker =
     config: ServerConfig;
   }
   | { type: "stats"; request: number }
+  | { type: "secrets"; request: number; secret: Uint8Array; previousSecret?: Uint8Array }
   | { type: "close"; gracePeriodMs: number };
 
 /** Messages from a worker to the supervisor. */
@@ -26,4 +27,6 @@ export type FromWorker =
   | { type: "listening"; port: number }
   | { type: "failed"; name: string; message: string }
   | { type: "stats"; request: number; stats: ServerStats }
+  /** The new secrets are in use; `error` says why not. */
+  | { type: "secrets-replaced"; request: number; error?: string }
   | { type: "closed"; stats: ServerStats };

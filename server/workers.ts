@@ -11,7 +11,7 @@ import { HmacEchoError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { DEFAULT_GRACE_PERIOD_MS, type ResolvedConfig, type ServerConfig } from "./config.ts";
 import { addStats, copyStats, emptyStats, type ServerStats } from "./stats.ts";
-import type { RunningServer } from "./running.ts";
+import type { RunningServer, Secrets } from "./running.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 
 /** A worker thread failed to start or died. Reason `worker-failed`. */
@@ -118,6 +118,30 @@ export class WorkerPool implements RunningServer {
       (worker) => nextMessage(worker, (m) => m.type === "stats" && m.request === request),
       { type: "stats", request },
     );
+  }
+
+  /** Gives every worker the new secrets; resolves once all of them use them. */
+  async replaceSecrets(secrets: Secrets): Promise<void> {
+    const request = ++this.#requests;
+    const answers = await Promise.all(
+      this.#live().map((worker) => {
+        const answer = nextMessage(
+          worker,
+          (m) => m.type === "secrets-replaced" && m.request === request,
+        );
+        post(worker, { type: "secrets", request, ...secrets });
+        return answer;
+      }),
+    );
+    for (const answer of answers) {
+      if (answer.type === "secrets-replaced" && answer.error) {
+        throw new WorkerStartError(`a worker could not take the new secrets: ${answer.error}`);
+      }
+    }
+  }
+
+  #live(): Worker[] {
+    return this.#workers.filter((worker) => !this.#dead.has(worker));
   }
 
   /** Closes every worker as a server's `close()` does. */

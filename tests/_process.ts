@@ -119,6 +119,11 @@ export class ServerProcess {
     return Number(line.match(/address=127\.0\.0\.1:(\d+)/)![1]);
   }
 
+  /** The process id: the group id too, for a process started under `setsid`. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
   /** Sends `signal` without waiting for anything. */
   kill(signal: Deno.Signal): void {
     this.#child.kill(signal);

@@ -6,9 +6,9 @@
 import assert from "node:assert/strict";
 import { CONNECT_OPTIONS, parseConnectArgs } from "../cli/connect.ts";
 import { UsageError } from "../cli/flags.ts";
-import { parseServeArgs, SERVE_OPTIONS } from "../cli/serve.ts";
+import { DEFAULT_DRAIN_DELAY_MS, parseServeArgs, SERVE_OPTIONS } from "../cli/serve.ts";
 import { CONNECT_USAGE, SERVE_USAGE, USAGE } from "../cli/usage.ts";
-import { resolveSettings } from "../server/config.ts";
+import { DEFAULT_GRACE_PERIOD_MS, resolveSettings } from "../server/config.ts";
 
 const connectErrors: [string[], RegExp][] = [
   [["--bogus"], /^Unknown option '--bogus'$/],
@@ -65,6 +65,8 @@ const serveErrors: [string[], RegExp][] = [
   [["--port", "65536"], /--port must be a whole number from 0 to 65535, got "65536"/],
   [["--metrics-port", "x"], /--metrics-port must be a whole number from 0 to 65535, got "x"/],
   [["--log-format", "xml"], /--log-format must be text or json, got "xml"/],
+  [["--grace-period", "-1"], /^--grace-period must be a number of seconds, 0 or more, got "-1"$/],
+  [["--drain-delay", "soon"], /^--drain-delay must be a number of seconds, 0 or more, got "soon"$/],
   [
     ["--digests", "sha256,md5"],
     /--digests: unknown digest "md5"; choose from sha1,sha256,sha384,sha512/,
@@ -116,6 +118,10 @@ Deno.test("parseServeArgs() turns flags into the server's plain-data settings", 
     "/some/file",
     "--metrics-port",
     "9464",
+    "--drain-delay",
+    "2",
+    "--grace-period",
+    "0.5",
   ]);
   assert.equal(command.kind, "serve");
   if (command.kind !== "serve") return;
@@ -134,6 +140,7 @@ Deno.test("parseServeArgs() turns flags into the server's plain-data settings", 
   assert.deepEqual(settings.log, { format: "json", quiet: true });
   assert.equal(command.secretFile, "/some/file");
   assert.deepEqual(command.metrics, { hostname: "127.0.0.1", port: 9464 });
+  assert.deepEqual(command.shutdown, { drainDelayMs: 2000, gracePeriodMs: 500 });
   // Plain data: it survives structured cloning (postMessage to a worker) unchanged.
   assert.deepEqual(structuredClone(settings), settings);
 });
@@ -254,4 +261,14 @@ Deno.test("connect's help shows the defaults connect() is given", () => {
   assert.equal(defaultIn(CONNECT_USAGE, "--retry"), String(options.retries));
   assert.equal(defaultIn(CONNECT_USAGE, "--protocol"), String(options.protocol));
   assert.match(CONNECT_USAGE, new RegExp(`v2: .*\\(default ${options.digest}\\)`));
+});
+
+Deno.test("parseServeArgs() without shutdown flags: no drain delay, the server's grace period", () => {
+  const command = parseServeArgs([]);
+  assert.ok(command.kind === "serve");
+  assert.deepEqual(command.shutdown, {
+    drainDelayMs: DEFAULT_DRAIN_DELAY_MS,
+    gracePeriodMs: DEFAULT_GRACE_PERIOD_MS,
+  });
+  assert.equal(DEFAULT_DRAIN_DELAY_MS, 0);
 });

@@ -1,0 +1,129 @@
+/**
+ * How `serve` meets signals as users send them: Ctrl-C to a `deno task serve` process group,
+ * SIGTERM with a drain delay behind a balancer, SIGHUP to reload the secret files.
+ */
+
+import assert from "node:assert/strict";
+import { exchange, HandshakeRejectedError } from "../client/client.ts";
+import { decoder, encoder, openAuthenticated, readToEnd, SECRET } from "./_helpers.ts";
+import { REPEATED_SIGNAL_MS, ShutdownSignals } from "../cli/serve.ts";
+import { freshEnv, ROOT, ServerProcess, startServeTask } from "./_process.ts";
+
+Deno.test("Ctrl-C to a `deno task serve` process group drains the session in flight, exit 0", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  // The README's command in a process group of its own, as a terminal runs it: the task runner
+  // and the server both get the SIGINT, and the runner forwards its copy to the server too.
+  const server = ServerProcess.start(
+    "setsid",
+    [Deno.execPath(), "task", "serve", "--port", "0"],
+    { env: fresh.env, cwd: ROOT },
+  );
+  let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
+  try {
+    const port = await server.port();
+    held = await openAuthenticated(port);
+    await server.waitForLine(new RegExp(` authenticated id=\\d+ remote=${held.remote} `));
+    Deno.kill(-server.pid, "SIGINT"); // the whole group, as the terminal does
+    await server.waitForLine(/ shutting-down signal=SIGINT /);
+    await held.conn.write(encoder.encode("drained"));
+    await held.conn.closeWrite();
+    assert.equal(decoder.decode(await readToEnd(held.conn)), "DRAINED");
+    const status = await server.exited();
+    assert.equal(status.code, 0, server.lines.join("\n"));
+    assert.ok(!server.lines.some((line) => / forced-exit /.test(line)), server.lines.join("\n"));
+  } finally {
+    held?.conn.close();
+    await server.stop();
+  }
+});
+
+Deno.test("SIGTERM with --drain-delay: /healthz says 503 while new clients are still served", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const server = startServeTask(
+    ["--port", "0", "--metrics-port", "0", "--drain-delay", "30", "--grace-period", "1"],
+    fresh.env,
+  );
+  try {
+    const port = await server.port();
+    const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    server.kill("SIGTERM");
+    await server.waitForLine(/ draining drainDelayMs=30000/);
+    const health = await fetch(`http://${metrics}/healthz`);
+    assert.equal(`${health.status} ${await health.text()}`, "503 draining\n");
+    // The listener is still open: a client the balancer sent just before it noticed is served.
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("late") });
+    assert.equal(decoder.decode(reply), "LATE");
+    // Another kind of signal is a deliberate second request: it ends the drain at once.
+    server.kill("SIGINT");
+    assert.equal((await server.exited()).code, 1);
+    assert.ok(
+      server.lines.some((line) => / forced-exit reason="SIGINT during shutdown"/.test(line)),
+    );
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("ShutdownSignals: a copy of the first signal is one request; a later one forces", () => {
+  const signals = new ShutdownSignals();
+  assert.equal(signals.receive("SIGINT", 0), "shut-down");
+  assert.equal(signals.receive("SIGINT", 5), "repeat", "the task runner's forwarded copy");
+  assert.equal(signals.receive("SIGINT", REPEATED_SIGNAL_MS - 1), "repeat");
+  assert.equal(
+    signals.receive("SIGINT", REPEATED_SIGNAL_MS),
+    "force",
+    "a deliberate second Ctrl-C",
+  );
+  const other = new ShutdownSignals();
+  assert.equal(other.receive("SIGTERM", 0), "shut-down");
+  assert.equal(other.receive("SIGINT", 1), "force", "another signal is never a copy");
+});
+
+for (const workers of [1, 2]) {
+  Deno.test(`SIGHUP reloads the secret file without dropping a session (--workers ${workers})`, async () => {
+    await using fresh = await freshEnv();
+    const file = `${fresh.home}/secret`;
+    const oldSecret = "the old secret, 32 bytes or so, ok";
+    const newSecret = "the new secret after the rotation!";
+    await Deno.writeTextFile(file, oldSecret, { mode: 0o600 });
+    const server = startServeTask(
+      ["--port", "0", "--metrics-port", "0", "--secret-file", file, "--workers", String(workers)],
+      fresh.env,
+    );
+    const say = (secret: string, text: string) =>
+      exchange({ secret: encoder.encode(secret), port, message: encoder.encode(text) })
+        .then((reply) => decoder.decode(reply));
+    let port = 0;
+    let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
+    try {
+      port = await server.port();
+      const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+      held = await openAuthenticated(port, encoder.encode(oldSecret));
+      assert.equal(await say(oldSecret, "old"), "OLD");
+
+      await Deno.writeTextFile(file, newSecret);
+      server.kill("SIGHUP");
+      await server.waitForLine(/ secrets-reloaded secret="file /);
+      assert.equal(await say(newSecret, "new"), "NEW");
+      await assert.rejects(say(oldSecret, "old"), HandshakeRejectedError);
+
+      // A bad file keeps the secret in use, and says why.
+      await Deno.writeTextFile(file, "");
+      server.kill("SIGHUP");
+      assert.match(await server.waitForLine(/ reload-failed /), /empty/);
+      assert.equal(await say(newSecret, "still"), "STILL");
+
+      // The session authenticated under the old secret was never disturbed.
+      await held.conn.write(encoder.encode("held"));
+      await held.conn.closeWrite();
+      assert.equal(decoder.decode(await readToEnd(held.conn)), "HELD");
+
+      const text = await (await fetch(`http://${metrics}/metrics`)).text();
+      assert.match(text, /^hmac_echo_secret_reloads_total 1$/m);
+      assert.match(text, /^hmac_echo_secret_reload_failures_total 1$/m);
+    } finally {
+      held?.conn.close();
+      assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
+    }
+  });
+}
