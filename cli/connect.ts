@@ -22,7 +22,7 @@ import {
   UsageError,
 } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, printError, writeErr, writeOut } from "./output.ts";
-import { loadSecret } from "./secret.ts";
+import { checkSecretStrength, loadSecret } from "./secret.ts";
 
 /** connect's flags; each is in the help's groups too (cli/usage.ts), which a test checks. */
 export const CONNECT_OPTIONS = {
@@ -31,8 +31,11 @@ export const CONNECT_OPTIONS = {
   retry: { type: "string" },
   protocol: { type: "string" },
   digest: { type: "string" },
+  plain: { type: "boolean" },
   integrity: { type: "boolean" },
   encrypt: { type: "boolean" },
+  "no-forward-secrecy": { type: "boolean" },
+  "allow-weak-secret": { type: "boolean" },
 } as const;
 
 /**
@@ -45,6 +48,7 @@ export const CONNECT_DEFAULTS = {
   retries: 0,
   protocol: "2",
   digest: "sha256",
+  mode: "encrypt",
 } as const;
 
 /** The client's options without its secret: what the flags say, checked. */
@@ -64,6 +68,8 @@ export type ConnectCommand =
     message?: string;
     /** Said on stderr before connecting (a weak digest asked for, say). */
     warnings: string[];
+    /** `--allow-weak-secret`: accept a secret under 16 bytes, with a warning. */
+    allowWeakSecret: boolean;
   };
 
 const ALL_DIGESTS = Object.keys(DIGESTS).join(",");
@@ -103,19 +109,34 @@ export function parseConnectArgs(args: string[]): ConnectCommand {
     secretFile: values["secret-file"],
     message: values.message,
     warnings,
+    allowWeakSecret: values["allow-weak-secret"] ?? false,
   };
 }
 
-/** connect's --protocol, --digest, --integrity and --encrypt, as connect() options. */
+/** connect's --protocol, --digest, the mode flags and --no-forward-secrecy, as connect() options. */
 function handshakeFrom(
-  values: { protocol?: string; digest?: string; integrity?: boolean; encrypt?: boolean },
+  values: {
+    protocol?: string;
+    digest?: string;
+    plain?: boolean;
+    integrity?: boolean;
+    encrypt?: boolean;
+    "no-forward-secrecy"?: boolean;
+  },
   warnings: string[],
-): Pick<ConnectOptions, "protocol" | "digest" | "mode"> {
+): Pick<ConnectOptions, "protocol" | "digest" | "mode" | "forwardSecrecy"> {
   const { protocol = CONNECT_DEFAULTS.protocol, digest } = values;
-  const mode = frameFlag(values);
+  const framed = frameFlag(values);
+  if (values.plain && framed !== undefined) {
+    throw new UsageError(`--plain and --${framed} are either/or: choose one`);
+  }
+  const noForwardSecrecy = values["no-forward-secrecy"] ?? false;
   if (protocol === "1") {
-    if (mode !== undefined) {
+    if (framed !== undefined) {
       throw new UsageError("protocol 1 has no frames: --integrity and --encrypt need --protocol 2");
+    }
+    if (noForwardSecrecy) {
+      throw new UsageError("protocol 1 has no key exchange: drop --no-forward-secrecy");
     }
     if (digest !== undefined && digest !== "hmac-sha1" && digest !== "sha1-prefix") {
       throw new UsageError(
@@ -138,7 +159,22 @@ function handshakeFrom(
         (digest === "sha1-prefix" ? " (sha1-prefix is a protocol 1 answer: add --protocol 1)" : ""),
     );
   }
-  return { protocol: 2, digest: digest ?? CONNECT_DEFAULTS.digest, mode: mode ?? "plain" };
+  const mode = values.plain ? "plain" : framed ?? CONNECT_DEFAULTS.mode;
+  if (mode === "plain" && noForwardSecrecy) {
+    throw new UsageError("--plain has no key exchange: drop --no-forward-secrecy");
+  }
+  if (noForwardSecrecy) {
+    warnings.push(
+      "warning: --no-forward-secrecy: whoever records this session and later obtains the secret " +
+        "can read it; use it only for a server older than forward secrecy",
+    );
+  }
+  return {
+    protocol: 2,
+    digest: digest ?? CONNECT_DEFAULTS.digest,
+    mode,
+    forwardSecrecy: mode !== "plain" && !noForwardSecrecy,
+  };
 }
 
 /** Runs a parsed `connect` command; returns the exit status. */
@@ -147,11 +183,14 @@ export async function runConnect(
 ): Promise<number> {
   for (const warning of command.warnings) printError(warning);
   const { hostname, port } = command.options;
-  const { secret } = await loadSecret({
+  const loaded = await loadSecret({
     secretFile: command.secretFile,
     createDefault: false,
     getEnv: (name) => Deno.env.get(name),
   });
+  const weak = checkSecretStrength(loaded, command.allowWeakSecret);
+  if (weak !== undefined) printError(`warning: ${weak}`);
+  const { secret } = loaded;
   try {
     const client = await connect({
       ...command.options,

@@ -196,3 +196,31 @@ function reason(error: unknown): string {
   if (error instanceof Deno.errors.NotCapable) return "Deno was not given access to it";
   return error instanceof Error ? error.message : String(error);
 }
+
+/** The shortest secret accepted without `--allow-weak-secret`: 128 bits if its bytes are random. */
+export const MIN_SECRET_LENGTH = 16;
+
+/**
+ * Refuses a secret shorter than {@linkcode MIN_SECRET_LENGTH} bytes, unless `allowWeak`: anyone who
+ * records one handshake can test guesses offline (docs/SECURITY.md), so a short one falls fast.
+ *
+ * @returns the warning to log when a short secret is allowed; undefined for a strong one.
+ * @throws {SecretError} for a short secret without `allowWeak`.
+ */
+export function checkSecretStrength(
+  loaded: { secret: Uint8Array; source: string },
+  allowWeak: boolean,
+): string | undefined {
+  const length = loaded.secret.length;
+  if (length >= MIN_SECRET_LENGTH) return undefined;
+  if (allowWeak) {
+    return `the secret from ${loaded.source} is ${length} bytes, under ${MIN_SECRET_LENGTH}: one ` +
+      "recorded handshake lets anyone guess it offline; replace it with 32 random bytes";
+  }
+  throw new SecretError(
+    `The secret from ${loaded.source} is ${length} bytes: at least ${MIN_SECRET_LENGTH} are ` +
+      "needed, since anyone who records one handshake can test guesses offline. Make a strong " +
+      `one: head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > FILE, and point ` +
+      "--secret-file at it; or pass --allow-weak-secret to accept this one anyway",
+  );
+}

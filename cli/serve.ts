@@ -14,6 +14,7 @@ import {
   DEFAULT_GRACE_PERIOD_MS,
   DEFAULT_HOSTNAME,
   DEFAULT_PORT,
+  type ResolvedSettings,
   resolveSettings,
   type ServerConfig,
 } from "../server/config.ts";
@@ -33,6 +34,7 @@ import {
 } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./output.ts";
 import {
+  checkSecretStrength,
   loadPreviousSecret,
   loadSecret,
   PREVIOUS_SECRET_ENV_VAR,
@@ -61,6 +63,8 @@ export const SERVE_OPTIONS = {
   "log-format": { type: "string" },
   quiet: { type: "boolean" },
   "require-v2": { type: "boolean" },
+  "require-forward-secrecy": { type: "boolean" },
+  "allow-weak-secret": { type: "boolean" },
   integrity: { type: "boolean" },
   encrypt: { type: "boolean" },
   digests: { type: "string" },
@@ -83,6 +87,8 @@ export type ServeCommand =
     metrics?: { hostname: string; port: number };
     /** How a SIGTERM or SIGINT ends it. */
     shutdown: ShutdownSettings;
+    /** `--allow-weak-secret`: accept a secret under 16 bytes, with a warning at every start. */
+    allowWeakSecret: boolean;
   };
 
 /** What happens between the first SIGTERM (or SIGINT) and the exit. */
@@ -147,6 +153,7 @@ export function parseServeArgs(args: string[]): ServeCommand {
     digests: values.digests?.split(",").map((name) => name.trim().toLowerCase())
       .filter((name) => name) as DigestName[] | undefined,
     sha1Prefix: values.digest === "sha1-prefix",
+    requireForwardSecrecy: values["require-forward-secrecy"] ?? false,
     trustedProxies: trustedList?.split(","),
     log: { format: values["log-format"] as "text" | "json" | undefined, quiet: values.quiet },
   };
@@ -165,6 +172,7 @@ export function parseServeArgs(args: string[]): ServeCommand {
       hostname: values["metrics-host"] ?? DEFAULT_HOSTNAME,
       port: parsePort("--metrics-port", values["metrics-port"]),
     },
+    allowWeakSecret: values["allow-weak-secret"] ?? false,
     shutdown: {
       drainDelayMs: parseSeconds("--drain-delay", values["drain-delay"]) ?? DEFAULT_DRAIN_DELAY_MS,
       gracePeriodMs: parseSeconds("--grace-period", values["grace-period"]) ??
@@ -208,6 +216,7 @@ function flagsOf(values: Record<string, string | boolean | undefined>) {
     trustedProxies: flag("trusted-proxies"),
     "log.format": flag("log-format"),
     sha1Prefix: { flag: "--digest sha1-prefix" },
+    requireForwardSecrecy: { flag: "--require-forward-secrecy" },
   };
 }
 
@@ -223,6 +232,11 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
     }),
   );
   const secrets = await loadSecrets({ ...command, env }, logger, { createDefault: true });
+  for (const loaded of [secrets, secrets.previous]) {
+    if (loaded === undefined) continue;
+    const warning = checkSecretStrength(loaded, command.allowWeakSecret);
+    if (warning !== undefined) logger.log("warn", "weak-secret", { warning });
+  }
   const reloads: ReloadCounts = { reloads: 0, failures: 0 };
   const config = {
     ...settings,
@@ -295,7 +309,12 @@ interface ReloadCounts {
  * @returns a function that stops listening for SIGHUP.
  */
 function reloadSecretsOnHangUp(
-  command: { secretFile?: string; previousSecretFile?: string; env: Record<string, string> },
+  command: {
+    secretFile?: string;
+    previousSecretFile?: string;
+    env: Record<string, string>;
+    allowWeakSecret: boolean;
+  },
   server: RunningServer,
   logger: Logger,
   counts: ReloadCounts,
@@ -306,6 +325,11 @@ function reloadSecretsOnHangUp(
     reloading = reloading.then(async () => {
       try {
         const secrets = await loadSecrets(command, logger, { createDefault: false });
+        for (const loaded of [secrets, secrets.previous]) {
+          if (loaded === undefined) continue;
+          const warning = checkSecretStrength(loaded, command.allowWeakSecret);
+          if (warning !== undefined) logger.log("warn", "weak-secret", { warning });
+        }
         await server.replaceSecrets(secrets);
         counts.reloads++;
         logger.log("notice", "secrets-reloaded", {
@@ -333,9 +357,13 @@ async function loadSecrets(
   command: { secretFile?: string; previousSecretFile?: string; env: Record<string, string> },
   logger: Logger,
   options: { createDefault: boolean },
-): Promise<
-  { secret: Uint8Array; previousSecret?: Uint8Array; source: string; previousSource?: string }
-> {
+): Promise<{
+  secret: Uint8Array;
+  previousSecret?: Uint8Array;
+  source: string;
+  previousSource?: string;
+  previous?: { secret: Uint8Array; source: string };
+}> {
   const getEnv = (name: string): string | undefined => command.env[name];
   const loaded = await loadSecret({
     secretFile: command.secretFile,
@@ -362,6 +390,7 @@ async function loadSecrets(
     previousSecret: previous?.secret,
     source: loaded.source,
     previousSource: previous?.source,
+    previous,
   };
 }
 
@@ -455,12 +484,14 @@ function logListening(
   // What the server runs with, defaults included: the same resolution serve() made.
   const settings = resolveSettings(config);
   const { require } = settings;
+  const forwardSecrecy = settings.requireForwardSecrecy;
   logger.log("notice", "listening", {
     address: formatAddr(server.addr),
     secret: secretSource,
     workers: settings.workers,
-    protocols: require === undefined ? "1,2" : "2",
+    protocols: v1Accepted(settings) ? "1,2" : "2",
     require: require === undefined || require === "v2" ? undefined : require,
+    forwardSecrecy: forwardSecrecy ? "required" : "offered",
     digests: settings.digests.join(","),
     maxConnections: settings.maxConnections,
     maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
@@ -468,6 +499,19 @@ function logListening(
     idleTimeoutMs: settings.idleTimeoutMs,
     throttleAfter: settings.throttle.maxFailures,
   });
+  if (!forwardSecrecy) {
+    logger.log("notice", "accepting", {
+      note: "older clients are served too: " +
+        `${v1Accepted(settings) ? "v1 answers and " : ""}v2 sessions without forward secrecy; ` +
+        "--require-forward-secrecy refuses them",
+    });
+  }
+}
+
+/** Whether the server takes v1 answers (docs/PROTOCOL.md §8): nothing refuses them. */
+function v1Accepted(settings: ResolvedSettings): boolean {
+  return settings.require === undefined && !settings.requireForwardSecrecy &&
+    settings.digests.includes("sha1");
 }
 
 function logStopped(logger: Logger, stats: ServerStats): void {

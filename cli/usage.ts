@@ -8,7 +8,7 @@
 import { DEFAULT_GRACE_PERIOD_MS, DEFAULT_HOSTNAME, resolveSettings } from "../server/config.ts";
 import { DEFAULT_DRAIN_DELAY_MS } from "./serve.ts";
 import { CONNECT_DEFAULTS } from "./connect.ts";
-import { PREVIOUS_SECRET_ENV_VAR, SECRET_ENV_VAR } from "./secret.ts";
+import { MIN_SECRET_LENGTH, PREVIOUS_SECRET_ENV_VAR, SECRET_ENV_VAR } from "./secret.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 
 /** The version, from deno.json. */
@@ -53,6 +53,10 @@ const SERVE_GROUPS: readonly HelpGroup[] = [
       "--previous-secret-file F",
       `a previous secret still accepted during a rotation (or ${PREVIOUS_SECRET_ENV_VAR})`,
     ],
+    [
+      "--allow-weak-secret",
+      `accept a secret under ${MIN_SECRET_LENGTH} bytes (the tutorial's), with a warning at start`,
+    ],
   ]],
   ["Limits", [
     [
@@ -91,6 +95,10 @@ const SERVE_GROUPS: readonly HelpGroup[] = [
   ]],
   ["Protocol", [
     ["--require-v2", "refuse protocol v1 clients (v2 authenticates the server too)"],
+    [
+      "--require-forward-secrecy",
+      "refuse sessions without an ephemeral key exchange: v1, and v2 clients that do not offer one",
+    ],
     ["--integrity", "require v2 with integrity frames (or encryption); implies --require-v2"],
     [
       "--encrypt",
@@ -142,6 +150,10 @@ const CONNECT_GROUPS: readonly HelpGroup[] = [
   ]],
   ["Secrets", [
     ["--secret-file F", `file holding the shared secret (see "The secret" below)`],
+    [
+      "--allow-weak-secret",
+      `accept a secret under ${MIN_SECRET_LENGTH} bytes (the tutorial's), with a warning`,
+    ],
   ]],
   ["Protocol", [
     [
@@ -154,10 +166,15 @@ const CONNECT_GROUPS: readonly HelpGroup[] = [
       `v2: sha1, sha256, sha384 or sha512 (default ${CONNECT_DEFAULTS.digest}); ` +
       "v1: hmac-sha1 (default) or sha1-prefix (the tutorial's legacy answer)",
     ],
-    ["--integrity", "v2: every frame carries a sequence number and a MAC"],
     [
       "--encrypt",
-      "v2: every frame is encrypted and authenticated (AES-256-GCM); either this or --integrity",
+      "v2, the default: every frame encrypted and authenticated (AES-256-GCM), forward-secret keys",
+    ],
+    ["--integrity", "v2: frames readable on the wire, each with a sequence number and a MAC"],
+    ["--plain", "v2: no frames: the service bytes as they are, after a mutual handshake"],
+    [
+      "--no-forward-secrecy",
+      "framed modes without the key exchange, only for servers older than it (warns)",
     ],
   ]],
   ["Sending", [

@@ -34,8 +34,17 @@ export interface ConnectOptions {
    * it; v1's default is HMAC-SHA1.
    */
   digest?: DigestName | "sha1-prefix";
-  /** v2: plain service bytes, or frames with integrity or encryption (§11). Default `plain`. */
+  /**
+   * v2: plain service bytes, or frames with integrity or encryption (§11). Default `encrypt`: the
+   * safe default; `plain` is for servers that only echo, `integrity` for traffic that may be read.
+   */
   mode?: FrameMode;
+  /**
+   * v2 framed modes: an ephemeral X25519 key exchange (hello version 03, §12), so a recorded
+   * session stays secret even if the secret leaks later. Default true; plain mode has none. False
+   * speaks hello version 02, for servers older than the exchange: never chosen on its own.
+   */
+  forwardSecrecy?: boolean;
   /** Server address. Default `127.0.0.1`. */
   hostname?: string;
   /** Server port. Default 4444. */
@@ -95,8 +104,14 @@ function rejectionMessage(server: string, reason: RejectionReason): string {
       return `${server} does not accept this digest (unsupported-digest)`;
     case "mode-refused":
       return `${server} requires frames this client did not ask for (mode-refused)`;
+    case "forward-secrecy-required":
+      return `${server} requires forward secrecy, which this client did not ask for ` +
+        "(forward-secrecy-required)";
+    case "unsupported-version":
+      return `${server} answered that it does not know this hello version (unsupported-version): ` +
+        "a server older than forward secrecy answers so. The answer is not authenticated";
     default:
-      return `${server} rejected the hello (${reason}): are the client and the server versions compatible?`;
+      return `${server} rejected the hello (${reason}). The answer is not authenticated`;
   }
 }
 
@@ -143,6 +158,8 @@ export class Client {
   readonly server: string;
   /** The protocol version spoken. */
   readonly protocol: 1 | 2;
+  /** Whether the session keys came from an ephemeral key exchange (docs/PROTOCOL.md §12). */
+  readonly forwardSecret: boolean;
   #conn: Deno.TcpConn;
   /** The service stream: the connection itself, or the frame layer over it. */
   #stream: ByteStream;
@@ -154,11 +171,12 @@ export class Client {
   constructor(
     conn: Deno.TcpConn,
     server: string,
-    options: { protocol?: 1 | 2; framed?: FramedConnection } = {},
+    options: { protocol?: 1 | 2; framed?: FramedConnection; forwardSecret?: boolean } = {},
   ) {
     this.#conn = conn;
     this.server = server;
     this.protocol = options.protocol ?? 1;
+    this.forwardSecret = options.forwardSecret ?? false;
     this.#framed = options.framed;
     this.#stream = options.framed ?? conn;
   }
@@ -282,11 +300,11 @@ export async function connect(options: ConnectOptions): Promise<Client> {
 /** The handshake `connect` speaks: v1 with its answer, or v2 with a digest and a mode. */
 type HandshakeChoice =
   | { protocol: 1; digest: "hmac-sha1" | "sha1-prefix" }
-  | { protocol: 2; digest: DigestName; mode: FrameMode };
+  | { protocol: 2; digest: DigestName; mode: FrameMode; forwardSecrecy: boolean };
 
 /** The options' handshake, with defaults, checked for combinations that cannot work. */
 function handshakeChoice(options: ConnectOptions): HandshakeChoice {
-  const { protocol = 2, digest, mode } = options;
+  const { protocol = 2, digest, mode, forwardSecrecy } = options;
   if (protocol !== 1 && protocol !== 2) {
     throw new RangeError(`protocol must be 1 or 2, got ${protocol}`);
   }
@@ -302,6 +320,7 @@ function handshakeChoice(options: ConnectOptions): HandshakeChoice {
         "protocol 1 always uses HMAC-SHA1 (or the sha1-prefix answer): drop digest",
       );
     }
+    if (forwardSecrecy) throw new RangeError("protocol 1 has no key exchange: drop forwardSecrecy");
     return { protocol, digest: digest ?? "hmac-sha1" };
   }
   if (digest === "sha1-prefix") {
@@ -310,7 +329,18 @@ function handshakeChoice(options: ConnectOptions): HandshakeChoice {
   if (digest !== undefined && !isDigestName(digest)) {
     throw new RangeError(`unknown digest "${digest}": use sha1, sha256, sha384 or sha512`);
   }
-  return { protocol, digest: digest ?? "sha256", mode: mode ?? "plain" };
+  const chosenMode = mode ?? "encrypt";
+  if (chosenMode === "plain" && forwardSecrecy) {
+    throw new RangeError(
+      "plain mode has no key exchange (it protects nothing after the handshake)",
+    );
+  }
+  return {
+    protocol,
+    digest: digest ?? "sha256",
+    mode: chosenMode,
+    forwardSecrecy: chosenMode !== "plain" && (forwardSecrecy ?? true),
+  };
 }
 
 async function connectOnce(
@@ -334,9 +364,9 @@ async function connectOnce(
     const result = await sendHello(conn, keys, challenge, handshake);
     switch (result.outcome) {
       case "accepted": {
-        const { frameKeys } = result.session;
+        const { frameKeys, forwardSecret } = result.session;
         const framed = frameKeys ? new FramedConnection(conn, frameKeys) : undefined;
-        return new Client(conn, server, { protocol: 2, framed });
+        return new Client(conn, server, { protocol: 2, framed, forwardSecret });
       }
       case "rejected":
         throw new HandshakeRejectedError(server, {

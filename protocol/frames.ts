@@ -14,6 +14,8 @@ import { HmacEchoError } from "../errors.ts";
 export const MAX_FRAME_PAYLOAD = 65_536;
 
 const HEADER_LENGTH = 12;
+/** Frames one direction may carry, end frame included (docs/PROTOCOL.md §11): 256 TiB of data. */
+const MAX_FRAMES = 2 ** 32;
 const HMAC_TAG_LENGTH = 32;
 const GCM_TAG_LENGTH = 16;
 /** The receive buffer starts small, as idle connections keep it, and grows to one whole frame. */
@@ -40,7 +42,8 @@ export type FrameErrorReason =
   | "out-of-order-frame"
   | "truncated-frame"
   | "truncated-stream"
-  | "data-after-end";
+  | "data-after-end"
+  | "sequence-exhausted";
 
 /** A received frame failed a check: the connection must be closed, and nothing of it used. */
 export class FrameError extends HmacEchoError {
@@ -51,8 +54,10 @@ export class FrameError extends HmacEchoError {
   constructor(reason: FrameErrorReason, readonly detail: string) {
     super(
       reason,
-      `The peer's frames failed a check (${reason}: ${detail}); the connection was closed, ` +
-        "as the bytes may have been altered on the way",
+      reason === "sequence-exhausted"
+        ? `This side has sent all the frames one key may protect (${detail}); reconnect`
+        : `The peer's frames failed a check (${reason}: ${detail}); the connection was closed, ` +
+          "as the bytes may have been altered on the way",
     );
   }
 }
@@ -137,6 +142,10 @@ export class FramedConnection implements ByteStream {
   }
 
   async #sendFrame(payload: Uint8Array): Promise<void> {
+    if (this.#sendSeq >= MAX_FRAMES) {
+      // Never a nonce twice under one key (docs/PROTOCOL.md §11): close instead.
+      throw new FrameError("sequence-exhausted", `${MAX_FRAMES} frames sent under one key`);
+    }
     const n = payload.length;
     const frame = new Uint8Array(HEADER_LENGTH + n + this.#tagLength);
     writeHeader(frame, n, this.#sendSeq);
@@ -236,7 +245,9 @@ export class FramedConnection implements ByteStream {
         throw have === 0
           ? new FrameError(
             "truncated-stream",
-            `the connection ended after frame ${this.#receiveSeq - 1} without an end frame`,
+            this.#receiveSeq === 0
+              ? "the connection ended before any frame arrived"
+              : `the connection ended after frame ${this.#receiveSeq - 1} without an end frame`,
           )
           : new FrameError(
             "truncated-frame",

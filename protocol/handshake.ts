@@ -50,15 +50,27 @@ export async function authenticateClient(
     return verifyHello(stream, challenge, answer, policy);
   }
   // Only a well-formed v1 answer is "v1": a hang-up or garbage gets the reason it would anyway.
-  if (policy.require !== undefined && decodeAnswer(answer.subarray(0, received)) !== null) {
+  const refusal = v1Refusal(policy);
+  if (refusal !== undefined && decodeAnswer(answer.subarray(0, received)) !== null) {
     return {
       authenticated: false,
       reason: "v1-refused",
-      detail: `a v1 answer, but this server requires ${
-        policy.require === "v2" ? "protocol v2" : policy.require
-      }`,
+      detail: `a v1 answer, but ${refusal}`,
       answer: answer.subarray(0, received),
     };
   }
   return verifyAnswerUnderPolicy(policy, challenge, answer.subarray(0, received));
+}
+
+/** Why the policy refuses v1 answers, if it does (docs/PROTOCOL.md §3, §8, §12). */
+function v1Refusal(policy: AuthenticationPolicy): string | undefined {
+  if (policy.require !== undefined) {
+    return `this server requires ${policy.require === "v2" ? "protocol v2" : policy.require}`;
+  }
+  if (policy.requireForwardSecrecy) return "this server requires forward secrecy";
+  // A v1 answer is HMAC-SHA1: a digest list without sha1 forbids it too.
+  if (policy.digests !== undefined && !policy.digests.includes("sha1")) {
+    return "this server's digests leave out sha1, which v1 answers use";
+  }
+  return undefined;
 }

@@ -23,8 +23,9 @@ export function isDigestName(name: string): name is DigestName {
 
 /**
  * The shared secret, imported once as every key the protocols need: an HMAC key per digest, and an
- * HKDF key for v2's session keys. The keys are not extractable; the secret's bytes are kept, in a
- * private field, only when the tutorial's `sha1-prefix` answer needs them.
+ * HKDF key for v2's session keys. The keys are not extractable; the secret's bytes stay in a
+ * private field, for the forward-secret key exchange (Z || secret, docs/PROTOCOL.md §12) and the
+ * tutorial's `sha1-prefix` answer.
  *
  * @example
  * ```ts
@@ -36,16 +37,19 @@ export class SecretKeys {
   readonly #hmac: Record<DigestName, CryptoKey>;
   /** The HKDF input keying material (docs/PROTOCOL.md §11). */
   readonly hkdf: CryptoKey;
-  readonly #sha1PrefixSecret?: Uint8Array<ArrayBuffer>;
+  readonly #secret: Uint8Array<ArrayBuffer>;
+  readonly #sha1Prefix: boolean;
 
   private constructor(
     hmac: Record<DigestName, CryptoKey>,
     hkdf: CryptoKey,
-    sha1PrefixSecret?: Uint8Array<ArrayBuffer>,
+    secret: Uint8Array<ArrayBuffer>,
+    sha1Prefix: boolean,
   ) {
     this.#hmac = hmac;
     this.hkdf = hkdf;
-    this.#sha1PrefixSecret = sha1PrefixSecret;
+    this.#secret = secret;
+    this.#sha1Prefix = sha1Prefix;
   }
 
   /**
@@ -75,7 +79,7 @@ export class SecretKeys {
       );
     }
     const hkdf = await crypto.subtle.importKey("raw", raw, "HKDF", false, ["deriveKey"]);
-    return new SecretKeys(hmac, hkdf, options.sha1Prefix ? raw : undefined);
+    return new SecretKeys(hmac, hkdf, raw, options.sha1Prefix ?? false);
   }
 
   /** The HMAC key for `digest`. */
@@ -83,9 +87,17 @@ export class SecretKeys {
     return this.#hmac[digest];
   }
 
+  /** The HKDF input keying material `prefix || secret`: Z || secret for hello version 03 (§12). */
+  async hkdfWith(prefix: Uint8Array): Promise<CryptoKey> {
+    const ikm = new Uint8Array(prefix.length + this.#secret.length);
+    ikm.set(prefix);
+    ikm.set(this.#secret, prefix.length);
+    return await crypto.subtle.importKey("raw", ikm, "HKDF", false, ["deriveKey"]);
+  }
+
   /** Whether these keys can compute the tutorial's `sha1-prefix` answer. */
   get hasSha1Prefix(): boolean {
-    return this.#sha1PrefixSecret !== undefined;
+    return this.#sha1Prefix;
   }
 
   /**
@@ -94,12 +106,12 @@ export class SecretKeys {
    * @throws {TypeError} unless the keys were imported with `{ sha1Prefix: true }`.
    */
   async sha1PrefixDigest(challenge: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
-    if (this.#sha1PrefixSecret === undefined) {
+    if (!this.#sha1Prefix) {
       throw new TypeError("These keys were imported without { sha1Prefix: true }");
     }
-    const input = new Uint8Array(this.#sha1PrefixSecret.length + challenge.length);
-    input.set(this.#sha1PrefixSecret);
-    input.set(challenge, this.#sha1PrefixSecret.length);
+    const input = new Uint8Array(this.#secret.length + challenge.length);
+    input.set(this.#secret);
+    input.set(challenge, this.#secret.length);
     return new Uint8Array(await crypto.subtle.digest("SHA-1", input));
   }
 }

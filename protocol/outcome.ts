@@ -20,7 +20,10 @@ export type RejectionReason =
   | "unsupported-version"
   | "mode-refused"
   | "reflected-challenge"
-  | "wrong-proof";
+  | "wrong-proof"
+  | "forward-secrecy-required"
+  | "bad-key-share"
+  | "throttled";
 
 /** What a server requires beyond a v1 answer; undefined accepts v1 (docs/PROTOCOL.md §8). */
 export type Requirement = "v2" | "integrity" | "encrypt";
@@ -37,12 +40,15 @@ export interface AuthenticationPolicy {
   require?: Requirement;
   /** Accept the tutorial's `sha1-prefix` v1 answers too (docs/PROTOCOL.md §3.1). */
   sha1Prefix?: boolean;
+  /** Refuse sessions without an ephemeral key exchange: v1, and v2 hellos of version 02 (§12). */
+  requireForwardSecrecy?: boolean;
   /**
-   * Awaited just before a well-formed answer or hello proof is checked against the secret; if it
-   * throws, the handshake ends unchecked with that error. The server uses it to bound the guesses
-   * one address has in flight.
+   * Told whether a well-formed answer or hello proof was right, before the client can learn it;
+   * returning false withholds the verdict: the handshake ends as `throttled`, right or wrong
+   * (docs/PROTOCOL.md §3). The server counts wrong answers here and withholds every verdict from
+   * an address in a cool-down, so guesses sent in parallel reveal no more than sequential ones.
    */
-  beforeCheck?: () => Promise<void>;
+  afterCheck?: (valid: boolean) => boolean;
 }
 
 /** What the server learned from a handshake. */
@@ -63,6 +69,8 @@ export type HandshakeOutcome =
     mode: FrameMode;
     /** The frame layer's keys, from the server's side; none in plain mode. */
     frameKeys?: FrameKeys;
+    /** Set when the frame keys came from an ephemeral key exchange (hello version 03, §12). */
+    forwardSecret?: true;
   }
   | {
     authenticated: false;

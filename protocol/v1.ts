@@ -132,7 +132,24 @@ export async function verifyAnswerUnderPolicy(
   challenge: Uint8Array,
   answer: Uint8Array,
 ): Promise<HandshakeOutcome> {
-  if (policy.beforeCheck && decodeAnswer(answer) !== null) await policy.beforeCheck();
+  const outcome = await checkUnderPolicy(policy, challenge, answer);
+  const checked = outcome.authenticated || outcome.reason === "wrong-digest";
+  if (checked && policy.afterCheck && !policy.afterCheck(outcome.authenticated)) {
+    return {
+      authenticated: false,
+      reason: "throttled",
+      detail: "this address is cooling down: the answer's verdict is withheld",
+      answer,
+    };
+  }
+  return outcome;
+}
+
+async function checkUnderPolicy(
+  policy: AuthenticationPolicy,
+  challenge: Uint8Array,
+  answer: Uint8Array,
+): Promise<HandshakeOutcome> {
   const outcome = await verifyAnswer(policy.keys, challenge, answer);
   if (outcome.authenticated || outcome.reason !== "wrong-digest") return outcome;
   // During a rotation, and for sha1-prefix clients, further checks, each as constant-time as the first.

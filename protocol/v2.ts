@@ -11,6 +11,7 @@ import { CHALLENGE_LENGTH, createChallenge } from "./challenge.ts";
 import { type DigestName, DIGESTS, isDigestName, type SecretKeys } from "./keys.ts";
 import type { AuthenticationPolicy, HandshakeOutcome } from "./outcome.ts";
 import type { FrameKeys, FrameMode } from "./frames.ts";
+import { createKeyShare, KEY_SHARE_LENGTH, type KeyShare, sharedSecret } from "./key_exchange.ts";
 
 /** The first byte of a v2 hello, `{`: never the first byte of a v1 answer (docs/PROTOCOL.md §8). */
 export const HELLO_MARKER = 0x7b;
@@ -25,7 +26,9 @@ export type HelloRejectionReason =
   | "mode-refused"
   | "malformed-hello"
   | "unsupported-version"
-  | "reflected-challenge";
+  | "reflected-challenge"
+  | "forward-secrecy-required"
+  | "bad-key-share";
 
 /** Why a server rejected a hello, with the status byte it sends (docs/PROTOCOL.md §9). */
 export const REJECTION_STATUS: Readonly<Record<HelloRejectionReason, number>> = {
@@ -35,10 +38,14 @@ export const REJECTION_STATUS: Readonly<Record<HelloRejectionReason, number>> = 
   "malformed-hello": 0x04,
   "unsupported-version": 0x05,
   "reflected-challenge": 0x06,
+  "forward-secrecy-required": 0x07,
+  "bad-key-share": 0x08,
 };
 
 const STATUS_ACCEPTED = 0x00;
 const VERSION_2 = 0x02;
+/** Hello version 03: version 2 with an X25519 key share (docs/PROTOCOL.md §12). */
+const VERSION_3 = 0x03;
 /** `{`, up to 14 name bytes, `}`. */
 const MAX_TAG_LENGTH = 16;
 const CLOSING_BRACE = 0x7d;
@@ -55,32 +62,44 @@ export interface V2Session {
   mode: FrameMode;
   /** The frame layer's keys, from this side's point of view; none in plain mode. */
   frameKeys?: FrameKeys;
+  /** Whether the frame keys came from an ephemeral key exchange (hello version 03, §12). */
+  forwardSecret: boolean;
 }
 
-/** Every hello byte before the proof (docs/PROTOCOL.md §9). */
+/**
+ * Every hello byte before the proof (docs/PROTOCOL.md §9): version 02, or 03 when the client's
+ * key share `keyShare` (Pc, §12) is given.
+ */
 export function encodeHelloHead(
   digest: DigestName,
   mode: FrameMode,
   clientChallenge: Uint8Array,
+  keyShare?: Uint8Array,
 ): Uint8Array<ArrayBuffer> {
   const tag = encoder.encode(`{${digest}}`);
-  const head = new Uint8Array(tag.length + 2 + CHALLENGE_LENGTH);
+  const shareLength = keyShare === undefined ? 0 : KEY_SHARE_LENGTH;
+  const head = new Uint8Array(tag.length + 2 + CHALLENGE_LENGTH + shareLength);
   head.set(tag);
-  head[tag.length] = VERSION_2;
+  head[tag.length] = keyShare === undefined ? VERSION_2 : VERSION_3;
   head[tag.length + 1] = MODES.indexOf(mode);
   head.set(clientChallenge, tag.length + 2);
+  if (keyShare !== undefined) head.set(keyShare, tag.length + 2 + CHALLENGE_LENGTH);
   return head;
 }
 
-/** The proof one side sends: HMAC over its direction's label, Cs and the hello head (§9). */
+/**
+ * The proof one side sends: HMAC over its direction's label, Cs and the hello head (§9), and for
+ * the server of a version 03 hello its key share Ps (§12).
+ */
 export async function computeProof(
   keys: SecretKeys,
   digest: DigestName,
   from: "client" | "server",
   serverChallenge: Uint8Array,
   head: Uint8Array,
+  serverShare?: Uint8Array,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const message = proofMessage(from, serverChallenge, head);
+  const message = proofMessage(from, serverChallenge, head, serverShare);
   return new Uint8Array(await crypto.subtle.sign("HMAC", keys.hmac(digest), message));
 }
 
@@ -92,8 +111,9 @@ async function verifyProof(
   serverChallenge: Uint8Array,
   head: Uint8Array,
   proof: Uint8Array,
+  serverShare?: Uint8Array,
 ): Promise<boolean> {
-  const message = proofMessage(from, serverChallenge, head);
+  const message = proofMessage(from, serverChallenge, head, serverShare);
   return await crypto.subtle.verify("HMAC", keys.hmac(digest), new Uint8Array(proof), message);
 }
 
@@ -101,18 +121,36 @@ function proofMessage(
   from: "client" | "server",
   serverChallenge: Uint8Array,
   head: Uint8Array,
+  serverShare: Uint8Array = new Uint8Array(0),
 ): Uint8Array<ArrayBuffer> {
   const label = from === "client" ? CLIENT_LABEL : SERVER_LABEL;
-  const message = new Uint8Array(label.length + serverChallenge.length + head.length);
-  message.set(label);
-  message.set(serverChallenge, label.length);
-  message.set(head, label.length + serverChallenge.length);
-  return message;
+  return concat(label, serverChallenge, head, serverShare);
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const joined = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
+}
+
+/** What a version 03 key exchange adds to the frame keys' derivation (docs/PROTOCOL.md §12). */
+export interface KeyExchangeResult {
+  /** Z = X25519(own private key, peer's public key). */
+  z: Uint8Array;
+  /** The hello head, Pc included. */
+  head: Uint8Array;
+  /** The server's key share, Ps. */
+  serverShare: Uint8Array;
 }
 
 /**
  * The frame keys for one side: HKDF-SHA-256 of the secret, salted with both challenges, one key
- * per direction (docs/PROTOCOL.md §11).
+ * per direction (docs/PROTOCOL.md §11); with a key exchange, of Z || secret, with the transcript in
+ * the info (§12).
  */
 export async function deriveFrameKeys(
   keys: SecretKeys,
@@ -120,19 +158,23 @@ export async function deriveFrameKeys(
   serverChallenge: Uint8Array,
   clientChallenge: Uint8Array,
   side: "client" | "server",
+  exchange?: KeyExchangeResult,
 ): Promise<FrameKeys> {
-  const salt = new Uint8Array(2 * CHALLENGE_LENGTH);
-  salt.set(serverChallenge);
-  salt.set(clientChallenge, CHALLENGE_LENGTH);
+  const salt = concat(serverChallenge, clientChallenge);
+  const version = exchange === undefined ? "v2" : "v3";
+  const transcript = exchange === undefined
+    ? new Uint8Array(0)
+    : concat(exchange.head, exchange.serverShare);
+  const ikm = exchange === undefined ? keys.hkdf : await keys.hkdfWith(exchange.z);
   const derive = (direction: string) =>
     crypto.subtle.deriveKey(
       {
         name: "HKDF",
         hash: "SHA-256",
         salt,
-        info: encoder.encode(`hmac-echo v2 ${mode} ${direction}`),
+        info: concat(encoder.encode(`hmac-echo ${version} ${mode} ${direction}`), transcript),
       },
-      keys.hkdf,
+      ikm,
       mode === "integrity" ? { name: "HMAC", hash: "SHA-256", length: 256 } : {
         name: "AES-GCM",
         length: 256,
@@ -169,7 +211,7 @@ export async function verifyHello(
     return { authenticated: false as const, reason, detail, answer: first };
   };
   const close = first.subarray(1, MAX_TAG_LENGTH).indexOf(CLOSING_BRACE);
-  if (close < 1) return reject("malformed-hello", "no digest tag {name} at the start of the hello");
+  if (close < 0) return reject("malformed-hello", "no digest tag {name} at the start of the hello");
   const tagLength = close + 2;
   const name = printable(first.subarray(1, tagLength - 1));
   const allowed = policy.digests ?? ALL_DIGESTS;
@@ -179,20 +221,33 @@ export async function verifyHello(
       `digest "${name}" is not allowed here (allowed: ${allowed.join(", ")})`,
     );
   }
-  if (first[tagLength] !== VERSION_2) {
-    return reject("unsupported-version", `version byte ${first[tagLength]}, expected 2`);
+  const version = first[tagLength];
+  if (version !== VERSION_2 && version !== VERSION_3) {
+    return reject("unsupported-version", `version byte ${version}, expected 2 or 3`);
   }
+  const exchange = version === VERSION_3;
   const modeByte = first[tagLength + 1];
-  if (modeByte >= MODES.length) {
-    return reject("malformed-hello", `mode byte ${modeByte} is not 0, 1 or 2`);
+  if (modeByte >= MODES.length || (exchange && modeByte === 0)) {
+    return reject(
+      "malformed-hello",
+      exchange
+        ? `mode byte ${modeByte} with version 3: 1 or 2`
+        : `mode byte ${modeByte}: 0, 1 or 2`,
+    );
   }
   const mode = MODES[modeByte];
   const required = policy.require === "v2" ? undefined : policy.require;
   if (required !== undefined && modeStrength(mode) < modeStrength(required)) {
     return reject("mode-refused", `mode ${mode}, but this server requires ${required}`);
   }
+  if (policy.requireForwardSecrecy && !exchange) {
+    return reject(
+      "forward-secrecy-required",
+      "a version 2 hello without a key share, but this server requires forward secrecy",
+    );
+  }
   const digest = name;
-  const headLength = tagLength + 2 + CHALLENGE_LENGTH;
+  const headLength = tagLength + 2 + CHALLENGE_LENGTH + (exchange ? KEY_SHARE_LENGTH : 0);
   const hello = new Uint8Array(headLength + DIGESTS[digest].length);
   hello.set(first);
   const received = first.length + await readFull(stream, hello.subarray(first.length));
@@ -205,31 +260,54 @@ export async function verifyHello(
     };
   }
   const head = hello.subarray(0, headLength);
-  const clientChallenge = head.subarray(tagLength + 2);
+  const clientChallenge = head.subarray(tagLength + 2, tagLength + 2 + CHALLENGE_LENGTH);
   if (equalBytes(clientChallenge, serverChallenge)) {
     return reject("reflected-challenge", "the client's challenge is the server's own");
   }
   const proof = hello.subarray(headLength);
-  await policy.beforeCheck?.();
-  let keys = policy.keys;
+  let keys: SecretKeys | undefined = policy.keys;
   let previousSecret = false;
   if (!await verifyProof(keys, digest, "client", serverChallenge, head, proof)) {
     // During a rotation, a second and equally constant-time check under the previous secret.
     const previous = policy.previousKeys;
-    if (!previous || !await verifyProof(previous, digest, "client", serverChallenge, head, proof)) {
-      return reject(
-        "wrong-proof",
-        `the proof is not the HMAC-${digest} of the hello under this server's secret`,
-      );
-    }
-    keys = previous;
-    previousSecret = true;
+    const valid = previous !== undefined &&
+      await verifyProof(previous, digest, "client", serverChallenge, head, proof);
+    keys = valid ? previous : undefined;
+    previousSecret = valid;
   }
-  const serverProof = await computeProof(keys, digest, "server", serverChallenge, head);
-  const accepted = new Uint8Array(1 + serverProof.length);
-  accepted[0] = STATUS_ACCEPTED;
-  accepted.set(serverProof, 1);
-  await writeAll(stream, accepted);
+  if (policy.afterCheck && !policy.afterCheck(keys !== undefined)) {
+    return {
+      authenticated: false,
+      reason: "throttled",
+      detail: "this address is cooling down: the proof's verdict is withheld",
+      answer: first,
+    };
+  }
+  if (keys === undefined) {
+    return reject(
+      "wrong-proof",
+      `the proof is not the HMAC-${digest} of the hello under this server's secret`,
+    );
+  }
+  let result: KeyExchangeResult | undefined;
+  if (exchange) {
+    const share = await createKeyShare();
+    const z = await sharedSecret(share, head.subarray(headLength - KEY_SHARE_LENGTH));
+    if (z === null) {
+      return reject("bad-key-share", "the client's key share gives an all-zero X25519 secret");
+    }
+    result = { z, head, serverShare: share.publicKey };
+  }
+  const serverShare = result?.serverShare ?? new Uint8Array(0);
+  const serverProof = await computeProof(
+    keys,
+    digest,
+    "server",
+    serverChallenge,
+    head,
+    serverShare,
+  );
+  await writeAll(stream, concat(Uint8Array.of(STATUS_ACCEPTED), serverShare, serverProof));
   return {
     authenticated: true,
     protocol: 2,
@@ -237,8 +315,9 @@ export async function verifyHello(
     mode,
     frameKeys: mode === "plain"
       ? undefined
-      : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server"),
+      : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server", result),
     ...(previousSecret ? { previousSecret: true } : {}),
+    ...(exchange ? { forwardSecret: true } : {}),
   };
 }
 
@@ -262,11 +341,12 @@ export async function sendHello(
   stream: ByteStream,
   keys: SecretKeys,
   serverChallenge: Uint8Array,
-  options: { digest: DigestName; mode: FrameMode },
+  options: { digest: DigestName; mode: FrameMode; forwardSecrecy?: boolean },
 ): Promise<HelloResult> {
   const { digest, mode } = options;
+  const share: KeyShare | undefined = options.forwardSecrecy ? await createKeyShare() : undefined;
   const clientChallenge = createChallenge();
-  const head = encodeHelloHead(digest, mode, clientChallenge);
+  const head = encodeHelloHead(digest, mode, clientChallenge, share?.publicKey);
   const proof = await computeProof(keys, digest, "client", serverChallenge, head);
   const hello = new Uint8Array(head.length + proof.length);
   hello.set(head);
@@ -286,16 +366,27 @@ export async function sendHello(
       .find((name) => REJECTION_STATUS[name] === status[0]);
     return { outcome: "rejected", status: status[0], reason };
   }
-  const serverProof = new Uint8Array(DIGESTS[digest].length);
-  const received = await readFull(stream, serverProof);
-  if (received < serverProof.length) {
+  // Version 03: Ps, then the proof that covers it (§12).
+  const accepted = new Uint8Array((share ? KEY_SHARE_LENGTH : 0) + DIGESTS[digest].length);
+  const received = await readFull(stream, accepted);
+  if (received < accepted.length) {
     return {
       outcome: "bad-server-proof",
-      detail: `the connection ended after ${received} of ${serverProof.length} proof bytes`,
+      detail: `the connection ended after ${received} of ${accepted.length} bytes of its answer`,
     };
   }
-  if (!await verifyProof(keys, digest, "server", serverChallenge, head, serverProof)) {
+  const serverShare = accepted.subarray(0, share ? KEY_SHARE_LENGTH : 0);
+  const serverProof = accepted.subarray(serverShare.length);
+  if (!await verifyProof(keys, digest, "server", serverChallenge, head, serverProof, serverShare)) {
     return { outcome: "bad-server-proof", detail: `its HMAC-${digest} proof does not verify` };
+  }
+  let exchange: KeyExchangeResult | undefined;
+  if (share) {
+    const z = await sharedSecret(share, serverShare);
+    if (z === null) {
+      return { outcome: "bad-server-proof", detail: "its key share is not a usable X25519 point" };
+    }
+    exchange = { z, head, serverShare };
   }
   return {
     outcome: "accepted",
@@ -304,7 +395,8 @@ export async function sendHello(
       mode,
       frameKeys: mode === "plain"
         ? undefined
-        : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client"),
+        : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client", exchange),
+      forwardSecret: share !== undefined,
     },
   };
 }

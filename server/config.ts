@@ -87,7 +87,15 @@ export interface ServerConfig {
    * encryption (`"encrypt"`) (docs/PROTOCOL.md §8). Default: v1 and every v2 mode are served.
    */
   require?: Requirement;
-  /** The digests a v2 client may name; leave `"sha1"` out to forbid SHA-1. Default: all four. */
+  /**
+   * Refuse sessions without an ephemeral key exchange (docs/PROTOCOL.md §12): v1 answers, and v2
+   * hellos of version 02. Default false: the tutorial's clients and older v2 clients are served.
+   */
+  requireForwardSecrecy?: boolean;
+  /**
+   * The digests a v2 client may name; leave `"sha1"` out to forbid SHA-1, which also refuses v1
+   * answers (HMAC-SHA1). Default: all four.
+   */
   digests?: readonly DigestName[];
   /**
    * Also accept the tutorial's `sha1-prefix` v1 answers, `sha1(secret + challenge)`, for migrating
@@ -128,6 +136,7 @@ export interface ResolvedConfig {
   maxConnectionsPerAddress: number;
   throttle: Required<ThrottleConfig>;
   require?: Requirement;
+  requireForwardSecrecy: boolean;
   digests: readonly DigestName[];
   sha1Prefix: boolean;
   trustedProxies?: TrustedProxies;
@@ -203,17 +212,25 @@ export function resolveSettings(
       maxEntries: count("throttle.maxEntries", throttle.maxEntries ?? DEFAULT_THROTTLE_ENTRIES),
     },
     require: requirement(config.require),
+    requireForwardSecrecy: config.requireForwardSecrecy ?? false,
     digests: digestList(config.digests),
     sha1Prefix: config.sha1Prefix ?? false,
     trustedProxies: trustedProxies(config.trustedProxies),
     log: config.log && { format: logFormat(config.log.format), quiet: config.log.quiet ?? false },
   };
-  if (resolved.sha1Prefix && resolved.require !== undefined) {
+  const v1Refused = resolved.require !== undefined
+    ? `require: "${resolved.require}"`
+    : resolved.requireForwardSecrecy
+    ? "requireForwardSecrecy"
+    : resolved.digests.includes("sha1")
+    ? undefined
+    : "digests without sha1";
+  if (resolved.sha1Prefix && v1Refused !== undefined) {
     throw new ConfigError(
       "sha1Prefix",
       "false",
       true,
-      `sha1Prefix accepts v1 answers, which require: "${resolved.require}" refuses`,
+      `sha1Prefix accepts v1 answers, which ${v1Refused} refuses`,
     );
   }
   return resolved;

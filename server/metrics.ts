@@ -104,6 +104,12 @@ export function renderMetrics(stats: ServerStats): string {
       one(stats.authenticatedV2),
     ],
     [
+      "authenticated_forward_secret_total",
+      "counter",
+      "Clients that passed with an ephemeral key exchange (forward secrecy).",
+      one(stats.authenticatedForwardSecret),
+    ],
+    [
       "authenticated_legacy_total",
       "counter",
       "Clients that passed with the tutorial's sha1-prefix digest.",

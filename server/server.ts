@@ -65,8 +65,8 @@ interface Session {
   readonly startedAt: number;
   task?: Promise<void>;
   authenticated?: boolean;
-  /** Set while the throttle counts this session's answer as a check in flight. */
-  checking?: boolean;
+  /** Set once its wrong answer has been counted towards the throttle (at the check itself). */
+  failureCounted?: boolean;
   /** Set when the server closed the connection itself, so the resulting read error is expected. */
   closedByServer?: "handshake-timeout" | "idle-timeout" | "shutdown";
   /** The idle sweeper's bookmark: `conn.activity` when last seen changing, and when. */
@@ -332,33 +332,42 @@ export class Server implements RunningServer {
       this.#recordFailure(session, error);
     } finally {
       clearTimeout(deadline);
-      this.#settleCheck(session, false);
       this.#release(session);
     }
   }
 
   /**
-   * The policy for one session: with the throttle on, each answer waits for its turn to be checked
-   * (AuthFailureThrottle.admit), so parallel connections cannot multiply the guesses per cool-down.
+   * The policy for one session: with the throttle on, a wrong answer counts the moment it is
+   * checked, and no verdict reaches an address in a cool-down (docs/PROTOCOL.md §3). Guesses sent
+   * on hundreds of connections at once are checked at once, but at most the threshold of wrong
+   * ones is ever revealed per cool-down; honest clients are never made to wait.
    */
   #policyFor(session: Session): AuthenticationPolicy {
     if (!this.#throttle.enabled) return this.#policy;
     return {
       ...this.#policy,
-      beforeCheck: async () => {
-        const admitted = await this.#throttle.admit(session.address);
-        if (admitted) session.checking = true;
-        if (session.closedByServer) throw new Deno.errors.BadResource("closed while waiting");
-        if (!admitted) throw new NotCheckedError(this.#throttle.blockedFor(session.address));
+      afterCheck: (valid) => {
+        if (!valid && this.#countsTowardsThrottle(session)) {
+          session.failureCounted = true;
+          this.#countFailure(session.address);
+        }
+        return this.#throttle.blockedFor(session.address) === 0;
       },
     };
   }
 
-  /** Ends the session's check in flight, if it has one, counting it as a failure or not. */
-  #settleCheck(session: Session, failed: boolean): number {
-    if (!session.checking) return failed ? this.#throttle.recordFailure(session.address) : 0;
-    session.checking = false;
-    return this.#throttle.settle(session.address, failed);
+  /** Counts a failed handshake from `address`, and logs the cool-down it may start. */
+  #countFailure(address: string): void {
+    const cooldownMs = this.#throttle.recordFailure(address);
+    if (cooldownMs > 0) {
+      this.#stats.throttled++;
+      this.#logger.log("warn", "throttling", { address, cooldownMs });
+    }
+  }
+
+  /** Before its PROXY header, a proxied connection's address is the balancer's, not the client's. */
+  #countsTowardsThrottle(session: Session): boolean {
+    return !(session.viaProxy && !session.counted);
   }
 
   /** Counts and logs why a session's task failed: the server closed it, or the client or its frames. */
@@ -384,9 +393,7 @@ export class Server implements RunningServer {
       case "shutdown":
         return; // logged once for all such sessions by #shutDown
     }
-    if (error instanceof NotCheckedError) {
-      this.#recordRejection(session, "throttled", error.message);
-    } else if (error instanceof FrameError) {
+    if (error instanceof FrameError) {
       increment(this.#stats.frameErrors, error.reason);
       this.#logger.log("warn", "frame-rejected", {
         id,
@@ -453,12 +460,14 @@ export class Server implements RunningServer {
       });
     }
     if (outcome.protocol === 2) this.#stats.authenticatedV2++;
+    if (outcome.protocol === 2 && outcome.forwardSecret) this.#stats.authenticatedForwardSecret++;
     this.#logger.log("info", "authenticated", {
       id,
       remote,
       protocol: outcome.protocol,
       digest: outcome.protocol === 2 ? outcome.digest : outcome.sha1Prefix ? "sha1-prefix" : "sha1",
       mode: outcome.protocol === 2 ? outcome.mode : "plain",
+      forwardSecret: outcome.protocol === 2 && outcome.forwardSecret === true,
     });
   }
 
@@ -513,11 +522,8 @@ export class Server implements RunningServer {
       reason,
       detail,
     });
-    const cooldownMs = this.#settleCheck(session, countsAsFailure(session, reason));
-    if (cooldownMs > 0) {
-      this.#stats.throttled++;
-      this.#logger.log("warn", "throttling", { address: session.address, cooldownMs });
-    }
+    if (session.failureCounted || !countsAsFailure(session, reason)) return;
+    if (this.#countsTowardsThrottle(session)) this.#countFailure(session.address);
   }
 
   #closeIdleSessions(): void {
@@ -593,10 +599,10 @@ export async function listen(config: ResolvedConfig, hooks: ListenHooks = {}): P
     tcpBacklog: config.backlog,
     reusePort: hooks.reusePort ?? false,
   });
-  const { require, digests } = config;
+  const { require, digests, requireForwardSecrecy } = config;
   return new Server(listener, {
     config,
-    policy: { keys, previousKeys, require, digests, sha1Prefix },
+    policy: { keys, previousKeys, require, digests, sha1Prefix, requireForwardSecrecy },
     handler: hooks.handler,
     logger: hooks.logger ?? createLogger(config.log),
     firstId: hooks.firstId,
@@ -610,10 +616,13 @@ const MISMATCHES = new Set([
   "unsupported-digest",
   "unsupported-version",
   "mode-refused",
+  "forward-secrecy-required",
+  // After a valid proof: whoever sent it knows the secret, so it is no guess.
+  "bad-key-share",
   // A PROXY header problem is a balancer's misconfiguration.
   "malformed-proxy-header",
   "untrusted-proxy-header",
-  // Turned away unchecked: the cool-down is already running.
+  // Its verdict withheld: the cool-down is already running.
   "throttled",
 ]);
 
@@ -621,20 +630,7 @@ const MISMATCHES = new Set([
 function countsAsFailure(session: Session, reason: string): boolean {
   if (MISMATCHES.has(reason)) return false;
   // Hanging up without sending a byte (a port scan, a TCP health check) guesses nothing.
-  if (reason === "incomplete-answer" && session.conn.bytesIn === 0) return false;
-  // Before its header, a proxied connection's address is the balancer's, not the client's.
-  return !(session.viaProxy && !session.counted);
-}
-
-/** An answer left unchecked because its address began a cool-down while it waited its turn. */
-class NotCheckedError extends Error {
-  constructor(retryInMs: number) {
-    super(
-      `the address began a cool-down while this answer waited to be checked; not checked ` +
-        `(retry in ${Math.ceil(retryInMs)} ms)`,
-    );
-    this.name = "NotCheckedError";
-  }
+  return !(reason === "incomplete-answer" && session.conn.bytesIn === 0);
 }
 
 /** The secrets as the keys a policy holds. */

@@ -34,6 +34,8 @@ export interface ServerStats {
   authenticatedSha1Prefix: number;
   /** Of the authenticated, clients that spoke protocol v2. */
   authenticatedV2: number;
+  /** Of those, sessions whose keys came from an ephemeral key exchange (hello version 03). */
+  authenticatedForwardSecret: number;
   /** Clients that failed it, by reason (docs/PROTOCOL.md §3, §9). */
   rejected: Record<string, number>;
   /** Authenticated connections closed because a frame failed a check, by reason (§11). */
@@ -87,6 +89,7 @@ export function emptyStats(): ServerStats {
     authenticatedWithPrevious: 0,
     authenticatedSha1Prefix: 0,
     authenticatedV2: 0,
+    authenticatedForwardSecret: 0,
     rejected: {},
     frameErrors: {},
     idleClosed: 0,
@@ -132,6 +135,7 @@ const NUMBER_FIELDS = [
   "authenticatedWithPrevious",
   "authenticatedSha1Prefix",
   "authenticatedV2",
+  "authenticatedForwardSecret",
   "idleClosed",
   "throttled",
   "logLinesDropped",

@@ -65,8 +65,6 @@ export class AuthFailureThrottle {
   #now: () => number;
   /** Insertion order is recency order: every touch re-inserts. */
   #entries = new Map<string, Entry>();
-  /** Per address with answers being checked: how many, and who waits for a turn. */
-  #checking = new Map<string, { count: number; waiting: (() => void)[] }>();
 
   /** Builds a throttle; see {@linkcode ThrottleOptions} for the defaults. */
   constructor(options: ThrottleOptions = {}) {
@@ -96,71 +94,6 @@ export class AuthFailureThrottle {
     const entry = this.#entries.get(address);
     if (entry === undefined) return 0;
     return Math.max(0, entry.blockedUntil - this.#now());
-  }
-
-  /**
-   * Waits until an answer from `address` may be checked against the secret, and counts it as in
-   * flight until {@linkcode AuthFailureThrottle.settle}. An address's failures in the window plus
-   * its answers in flight stay under `maxFailures`, so a client that sends hundreds of guesses at
-   * once has no more of them checked per cool-down than one that sends them one at a time.
-   *
-   * @returns false if the address is cooling down (or starts to while waiting): do not check.
-   */
-  async admit(address: string): Promise<boolean> {
-    if (!this.enabled) return true;
-    while (true) {
-      if (this.blockedFor(address) > 0) {
-        this.#forgetIfIdle(address);
-        return false;
-      }
-      let checking = this.#checking.get(address);
-      if (checking === undefined) {
-        checking = { count: 0, waiting: [] };
-        this.#checking.set(address, checking);
-      }
-      if (this.#failuresInWindow(address) + checking.count < this.#maxFailures) {
-        checking.count++;
-        return true;
-      }
-      // Every settle() wakes the waiters to look again; one is always in flight while they wait,
-      // because failures alone never reach maxFailures (the cool-down resets them).
-      await new Promise<void>((resolve) => checking.waiting.push(resolve));
-    }
-  }
-
-  /**
-   * Ends a check that {@linkcode AuthFailureThrottle.admit} let through, counting it as a failure
-   * if the answer was wrong.
-   *
-   * @returns the cool-down a failure starts, in milliseconds, or 0.
-   */
-  settle(address: string, failed: boolean): number {
-    if (!this.enabled) return 0;
-    const cooldown = failed ? this.recordFailure(address) : 0;
-    const checking = this.#checking.get(address);
-    if (checking === undefined) return cooldown;
-    checking.count--;
-    const waiting = checking.waiting;
-    checking.waiting = [];
-    this.#forgetIfIdle(address);
-    for (const wake of waiting) wake();
-    return cooldown;
-  }
-
-  #forgetIfIdle(address: string): void {
-    const checking = this.#checking.get(address);
-    if (checking?.count === 0 && checking.waiting.length === 0) this.#checking.delete(address);
-  }
-
-  /** Answers from `address` being checked now. */
-  checking(address: string): number {
-    return this.#checking.get(address)?.count ?? 0;
-  }
-
-  #failuresInWindow(address: string): number {
-    const entry = this.#entries.get(address);
-    if (entry === undefined || this.#now() - entry.windowStart > this.#windowMs) return 0;
-    return entry.failures;
   }
 
   /**

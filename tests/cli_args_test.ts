@@ -172,10 +172,12 @@ Deno.test("parseConnectArgs() turns flags into connect() options", () => {
       protocol: 2,
       digest: "sha512",
       mode: "encrypt",
+      forwardSecrecy: true,
     },
     secretFile: undefined,
     message: undefined,
     warnings: [],
+    allowWeakSecret: false,
   });
   const v1 = parseConnectArgs(["--protocol", "1", "--digest", "sha1-prefix", "--retry", "3"]);
   assert.ok(v1.kind === "connect");

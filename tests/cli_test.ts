@@ -69,7 +69,7 @@ Deno.test("first run with no configuration: serve creates a secret, connect find
 });
 
 Deno.test("connect streams piped stdin to the server and the replies to stdout", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "pipe secret" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "pipe test secret, long enough" });
   const server = startServe(["--port", "0"], fresh.env);
   try {
     const port = await server.port();
@@ -113,7 +113,7 @@ Deno.test("connect with the wrong secret exits 1 and says so; no secret reaches 
 });
 
 Deno.test("connect to a port nobody listens on exits 1 with a clear message", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a cli test secret, 32 bytes long" });
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
   listener.close();
@@ -126,7 +126,7 @@ Deno.test("connect to a port nobody listens on exits 1 with a clear message", as
 });
 
 Deno.test("serve on a port in use exits 1 with a clear message", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a cli test secret, 32 bytes long" });
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const server = startServe(["--port", String(listener.addr.port)], fresh.env);
@@ -145,7 +145,7 @@ Deno.test("serve on a port in use exits 1 with a clear message", async () => {
 });
 
 Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --help", async (t) => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a cli test secret, 32 bytes long" });
   await t.step("--help", async () => {
     const { code, stdout } = await new Deno.Command(Deno.execPath(), {
       args: ["run", "main.ts", "--help"],
@@ -235,7 +235,7 @@ Deno.test("secret errors exit 2 with what to do", async (t) => {
 });
 
 Deno.test("serve --quiet drops per-connection lines but keeps the lifecycle", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "quiet" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "quiet test secret, long enough" });
   const server = startServe(["--port", "0", "--quiet"], fresh.env);
   let port;
   try {
@@ -253,7 +253,7 @@ Deno.test("serve --quiet drops per-connection lines but keeps the lifecycle", as
 });
 
 Deno.test("serve --workers 2 shares one port between two server threads", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "workers" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "workers test secret, long enough" });
   const server = startServe(["--port", "0", "--workers", "2"], fresh.env);
   try {
     const port = await server.port();
@@ -263,7 +263,7 @@ Deno.test("serve --workers 2 shares one port between two server threads", async 
     const { exchange } = await import("../client/client.ts");
     for (let i = 0; i < 40; i++) {
       const reply = await exchange({
-        secret: encoder.encode("workers"),
+        secret: encoder.encode("workers test secret, long enough"),
         port,
         message: encoder.encode(`m${i}`),
       });
@@ -278,7 +278,7 @@ Deno.test("serve --workers 2 shares one port between two server threads", async 
 });
 
 Deno.test("serve --workers on a port in use exits 1 with the same clear message", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a cli test secret, 32 bytes long" });
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const server = startServe(["--port", String(listener.addr.port), "--workers", "2"], fresh.env);
@@ -290,7 +290,7 @@ Deno.test("serve --workers on a port in use exits 1 with the same clear message"
 });
 
 Deno.test("a second serve --workers on the same port fails instead of joining the first", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a cli test secret, 32 bytes long" });
   const first = startServe(["--port", "0", "--workers", "2"], fresh.env);
   try {
     const port = await first.port();
@@ -316,7 +316,7 @@ Deno.test("a second serve --workers on the same port fails instead of joining th
 });
 
 Deno.test("serve --workers 0 starts one worker per core", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a cli test secret, 32 bytes long" });
   const server = startServe(["--port", "0", "--workers", "0"], fresh.env);
   try {
     const line = await server.waitForLine(/ listening /);
@@ -345,7 +345,7 @@ Deno.test("serve --log-format json writes one JSON object per line, secret-free"
   );
   assert.deepEqual(
     events.map((event) => event.event),
-    ["listening", "accepted", "authenticated", "closed", "shutting-down", "stopped"],
+    ["listening", "accepting", "accepted", "authenticated", "closed", "shutting-down", "stopped"],
   );
   assert.ok(events.every((event) => event.time && event.level));
   assert.ok(!server.lines.some((line) => line.includes(secret)));
@@ -354,7 +354,7 @@ Deno.test("serve --log-format json writes one JSON object per line, secret-free"
 Deno.test("serve --workers exits 1 with the reason when a worker cannot start", async () => {
   // Without read permission the worker thread cannot load its module. The supervisor must report
   // that and exit, not wait for a worker that will never answer.
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a cli test secret, 32 bytes long" });
   const main = new URL("../main.ts", import.meta.url).pathname;
   const server = ServerProcess.start(
     Deno.execPath(),
@@ -370,7 +370,7 @@ Deno.test("serve --workers exits 1 with the reason when a worker cannot start", 
 });
 
 Deno.test("connect --retry waits out a server that is not up yet", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "retry" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "retry test secret, long enough" });
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = probe.addr.port;
   probe.close();
@@ -387,7 +387,7 @@ Deno.test("connect --retry waits out a server that is not up yet", async () => {
       await client.waitForLine(/; retry 1 of 30 in \d+ ms$/),
       new RegExp(`Cannot connect to 127\\.0\\.0\\.1:${port}: connection refused`),
     );
-    server = await serve({ secret: encoder.encode("retry"), port });
+    server = await serve({ secret: encoder.encode("retry test secret, long enough"), port });
     assert.equal((await client.exited()).code, 0, client.lines.join("\n"));
     assert.equal((await server.stats()).authenticated, 1);
   } finally {
@@ -396,7 +396,7 @@ Deno.test("connect --retry waits out a server that is not up yet", async () => {
 });
 
 Deno.test("connect --retry never retries a rejection", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "wrong" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "a wrong secret, long enough" });
   const { serve } = await import("../server/server.ts");
   const server = await serve({ secret: encoder.encode("right"), port: 0 });
   try {
@@ -417,16 +417,16 @@ Deno.test("connect --retry never retries a rejection", async () => {
 });
 
 Deno.test("serve --previous-secret-file keeps clients of the old secret working", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "new secret" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "the new secret, long enough" });
   const oldFile = `${fresh.home}/old-secret`;
-  await Deno.writeTextFile(oldFile, "old secret\n", { mode: 0o600 });
+  await Deno.writeTextFile(oldFile, "the old secret, long enough\n", { mode: 0o600 });
   const server = startServe(["--port", "0", "--previous-secret-file", oldFile], fresh.env);
   try {
     const port = await server.port();
     assert.match(await server.waitForLine(/ rotation /), /previous="file .*old-secret"/);
     const old = await runConnect(["--port", String(port), "--message", "old"], {
       ...fresh.env,
-      HMAC_ECHO_SECRET: "old secret",
+      HMAC_ECHO_SECRET: "the old secret, long enough",
     });
     assert.equal(old.stdout, "OLD\n", old.stderr);
     await server.waitForLine(/ previous-secret-used /);
@@ -441,7 +441,7 @@ Deno.test("serve --previous-secret-file keeps clients of the old secret working"
 });
 
 Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker clients are told why", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "framed secret" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "framed test secret, long enough" });
   const server = startServe(
     ["--port", "0", "--integrity", "--digests", "sha256,sha512"],
     fresh.env,
@@ -450,7 +450,7 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
     const port = await server.port();
     assert.match(
       await server.waitForLine(/ listening /),
-      / protocols=2 require=integrity digests=sha256,sha512 /,
+      / protocols=2 require=integrity forwardSecrecy=offered digests=sha256,sha512 /,
     );
     for (const flags of [["--integrity"], ["--encrypt", "--digest", "sha512"]]) {
       const result = await runConnect(
@@ -459,7 +459,10 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
       );
       assert.deepEqual(result, { code: 0, stdout: "FRAMED\n", stderr: "" }, flags.join(" "));
     }
-    const plain = await runConnect(["--port", String(port), "--message", "x"], fresh.env);
+    const plain = await runConnect(
+      ["--port", String(port), "--plain", "--message", "x"],
+      fresh.env,
+    );
     assert.equal(plain.code, 1);
     assert.equal(
       plain.stderr,
@@ -496,7 +499,7 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
 });
 
 Deno.test("serve --digest sha1-prefix warns, and accepts the tutorial's answer from connect --protocol 1", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "legacy secret" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "legacy test secret, long enough" });
   const server = startServe(["--port", "0", "--digest", "sha1-prefix"], fresh.env);
   try {
     const port = await server.port();
@@ -527,7 +530,7 @@ Deno.test("serve --digest sha1-prefix warns, and accepts the tutorial's answer f
 });
 
 Deno.test("without --digest sha1-prefix the tutorial's answer is rejected as a wrong digest", async () => {
-  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "legacy secret" });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "legacy test secret, long enough" });
   const server = startServe(["--port", "0"], fresh.env);
   try {
     const port = await server.port();
@@ -546,17 +549,22 @@ Deno.test("without --digest sha1-prefix the tutorial's answer is rejected as a w
 Deno.test("connect says in one line that a throttling server closed before the challenge", async () => {
   await using fresh = await freshEnv();
   const server = startServe(
-    ["--port", "0", "--throttle-after", "1", "--throttle-cooldown", "60"],
+    ["--port", "0", "--throttle-after", "2", "--throttle-cooldown", "60"],
     fresh.env,
   );
   try {
     const port = await server.port();
-    const wrong = await runConnect(["--port", String(port), "--message", "x"], {
-      ...fresh.env,
-      HMAC_ECHO_SECRET: "not the server's secret at all",
-    });
+    const guess = () =>
+      runConnect(["--port", String(port), "--message", "x"], {
+        ...fresh.env,
+        HMAC_ECHO_SECRET: "not the server's secret at all",
+      });
+    const wrong = await guess();
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /Authentication rejected by 127\.0\.0\.1:\d+: check the secret\n$/);
+    // The second wrong answer starts the cool-down: its verdict is withheld (PROTOCOL.md §3).
+    const withheld = await guess();
+    assert.match(withheld.stderr, /closed the connection without answering .* it is throttling/);
     await server.waitForLine(/ throttling address=127\.0\.0\.1/);
     // The right secret now, from the same address: turned away before any challenge.
     const right = await runConnect(["--port", String(port), "--message", "x"], fresh.env);
@@ -566,6 +574,35 @@ Deno.test("connect says in one line that a throttling server closed before the c
       right.stderr,
       /^hmac-echo: The server closed the connection before the challenge: it is full, or is throttling this address after failed handshakes \(see its log\).*--retry does not wait it out/,
     );
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("a secret under 16 bytes: refused by serve and connect, accepted with --allow-weak-secret", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "s3cret" });
+  const refused = startServe(["--port", "0"], fresh.env);
+  assert.equal((await refused.exited()).code, 2);
+  assert.match(
+    refused.lines.join("\n"),
+    /The secret from environment variable HMAC_ECHO_SECRET is 6 bytes: at least 16 are needed.*head -c 32 \/dev\/urandom/,
+  );
+  assert.ok(!refused.lines.join("\n").includes("s3cret"), "the secret never reaches an error");
+
+  const server = startServe(["--port", "0", "--allow-weak-secret"], fresh.env);
+  try {
+    const port = await server.port();
+    assert.match(await server.waitForLine(/ warn weak-secret /), /is 6 bytes, under 16/);
+    const weak = await runConnect(["--port", String(port), "--message", "hi"], fresh.env);
+    assert.equal(weak.code, 2);
+    assert.match(weak.stderr, /is 6 bytes: at least 16 are needed/);
+    const allowed = await runConnect(
+      ["--port", String(port), "--allow-weak-secret", "--message", "hi"],
+      fresh.env,
+    );
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.equal(allowed.stdout, "HI\n");
+    assert.match(allowed.stderr, /^hmac-echo: warning: the secret from .* is 6 bytes, under 16/);
   } finally {
     assert.equal((await server.stop()).code, 0);
   }

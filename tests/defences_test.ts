@@ -114,7 +114,7 @@ Deno.test("failed handshakes put an address in a cool-down; other addresses are 
   assert.deepEqual(stats.refused, { throttled: 1 });
 });
 
-Deno.test("guesses sent in parallel from one address: no more are checked than one at a time allows", async () => {
+Deno.test("guesses sent in parallel from one address: no more verdicts than one at a time gets", async () => {
   const maxFailures = 3;
   await using started = await startServer({
     throttle: { maxFailures, windowMs: 60_000, cooldownMs: 60_000 },
@@ -122,7 +122,8 @@ Deno.test("guesses sent in parallel from one address: no more are checked than o
   });
   const { server, logger, port } = started;
   // 60 wrong v1 answers and 60 wrong v2 proofs, all in flight at once from 127.0.0.5 and
-  // 127.0.0.1; the throttle decides before any of them is checked whether it may be.
+  // 127.0.0.1: every one is checked, but a verdict reaches the client only while its address is
+  // not cooling down (PROTOCOL.md §3).
   const v1Guesses = Array.from(
     { length: 60 },
     () => sessionFrom("127.0.0.5", port, answerWith(WRONG)),
@@ -141,7 +142,7 @@ Deno.test("guesses sent in parallel from one address: no more are checked than o
   await Promise.all([...v1Guesses, ...v2Guesses]);
   await logger.waitForCount(["closed", "refused"], 120);
   const stats = await server.stats();
-  // Checked and wrong: at most the threshold per address, however many arrived at once.
+  // Told "wrong": fewer than the threshold per address, however many arrived at once.
   assert.ok(
     (stats.rejected["wrong-digest"] ?? 0) <= maxFailures,
     `v1 guesses checked: ${stats.rejected["wrong-digest"]}`,
@@ -150,7 +151,7 @@ Deno.test("guesses sent in parallel from one address: no more are checked than o
     (stats.rejected["wrong-proof"] ?? 0) <= maxFailures,
     `v2 guesses checked: ${stats.rejected["wrong-proof"]}`,
   );
-  // Every other guess was turned away unchecked, at accept or while it waited its turn.
+  // Every other guess was turned away at accept, or its verdict withheld.
   const unchecked = (stats.rejected.throttled ?? 0) + (stats.refused.throttled ?? 0);
   const checked = (stats.rejected["wrong-digest"] ?? 0) + (stats.rejected["wrong-proof"] ?? 0);
   assert.equal(checked + unchecked, 120);

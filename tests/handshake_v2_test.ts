@@ -172,8 +172,13 @@ Deno.test("malformed and unknown hellos get their status byte and reason, then t
     ["digest name in the wrong case", padded("{SHA256}\x02\x00"), "unsupported-digest"],
     ["a name with control bytes", padded("{sha\x00256}\x02\x00"), "unsupported-digest"],
     ["no closing brace in 16 bytes", padded("{sha256sha256sha256"), "malformed-hello"],
-    ["an empty name", padded("{}\x02\x00"), "malformed-hello"],
-    ["version 3", padded("{sha256}\x03\x00"), "unsupported-version"],
+    ["an empty name", padded("{}\x02\x00"), "unsupported-digest"],
+    ["version 4", padded("{sha256}\x04\x01"), "unsupported-version"],
+    [
+      "version 3 in plain mode: no key exchange there (§12)",
+      padded("{sha256}\x03\x00"),
+      "malformed-hello",
+    ],
     ["mode 7", padded("{sha256}\x02\x07"), "malformed-hello"],
   ];
   try {

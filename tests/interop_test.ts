@@ -16,9 +16,22 @@ const PEERS = new URL("./peers/", import.meta.url).pathname;
 const SECRET_TEXT = decoder.decode(SECRET);
 const MESSAGE = "interop: grüße, ﬁne, 😀, plain ascii";
 
-/** Runs one of tests/peers/ with `python3` (`.py`) or `node` (`.mjs`). */
+/**
+ * The Python that has the `cryptography` package, which the version 03 peers need: `python3` on
+ * the PATH, or Debian's, where `.ci/run` installs python3-cryptography.
+ */
+const PYTHON = ["python3", "/usr/bin/python3"].find((python) => {
+  try {
+    return new Deno.Command(python, { args: ["-c", "import cryptography"], stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}) ?? "python3";
+
+/** Runs one of tests/peers/ with Python (`.py`) or `node` (`.mjs`). */
 function peer(script: string, args: string[], secret: string): Deno.ChildProcess {
-  return new Deno.Command(script.endsWith(".py") ? "python3" : "node", {
+  return new Deno.Command(script.endsWith(".py") ? PYTHON : "node", {
     args: [PEERS + script, ...args],
     env: { HMAC_ECHO_SECRET: secret, PYTHONUNBUFFERED: "1" },
     stdin: "null",
@@ -212,6 +225,8 @@ for (const mode of ["plain", "integrity"] as const) {
         secret: SECRET,
         port,
         mode,
+        // The Python peer speaks hello version 02 (§9), written before the key exchange (§12).
+        forwardSecrecy: mode === "plain" ? undefined : false,
         digest: "sha384",
         message: bytes,
       });
@@ -228,7 +243,7 @@ Deno.test("the Deno v2 client hears a Python v2 server's rejection, and refuses 
     "its other secret",
     async (port) => {
       await assert.rejects(
-        exchange({ secret: SECRET, port, message: encoder.encode("x") }),
+        exchange({ secret: SECRET, port, mode: "plain", message: encoder.encode("x") }),
         (error: unknown) =>
           error instanceof HandshakeRejectedError && error.reason === "wrong-proof",
       );
@@ -241,10 +256,109 @@ Deno.test("the Deno v2 client hears a Python v2 server's rejection, and refuses 
     "the impostor's own secret",
     async (port) => {
       await assert.rejects(
-        exchange({ secret: SECRET, port, message: encoder.encode("for your eyes only") }),
+        exchange({
+          secret: SECRET,
+          port,
+          mode: "plain",
+          message: encoder.encode("for your eyes only"),
+        }),
         ServerAuthenticationError,
       );
     },
   );
   assert.equal(impostor, 0, "the impostor got no service byte");
+});
+
+// Hello version 03 (§12) against peers written from the document alone, every digest and both
+// framed modes, in both directions.
+const V3_CASES = (["sha1", "sha256", "sha384", "sha512"] as const).flatMap((digest) =>
+  (["integrity", "encrypt"] as const).map((mode) => [digest, mode] as const)
+);
+
+for (const [digest, mode] of V3_CASES) {
+  Deno.test(`a Python version 03 client (${digest}, ${mode}) gets a forward-secret session (§12)`, async () => {
+    await using started = await startServer({ requireForwardSecrecy: true });
+    const { logger, port, server } = started;
+    const message = MESSAGE + " ß".repeat(40_000); // several frames each way
+    const child = peer(
+      "v3_client.py",
+      ["127.0.0.1", String(port), message, digest, mode],
+      SECRET_TEXT,
+    );
+    const { code, stdout, stderr } = await child.output();
+    assert.equal(code, 0, decoder.decode(stderr));
+    assert.equal(decoder.decode(stdout), message.toUpperCase());
+    const authenticated = await logger.waitFor("authenticated");
+    assert.deepEqual(
+      [authenticated.fields.digest, authenticated.fields.mode, authenticated.fields.forwardSecret],
+      [digest, mode, true],
+    );
+    assert.equal((await server.stats()).authenticatedForwardSecret, 1);
+  });
+
+  Deno.test(`the Deno client (${digest}, ${mode}) gets a forward-secret session from a Python server`, async () => {
+    const message = MESSAGE + " ß".repeat(40_000);
+    const code = await againstPythonServer(
+      "v3_server.py",
+      ["--require-forward-secrecy"],
+      SECRET_TEXT,
+      async (port) => {
+        const reply = await exchange({
+          secret: SECRET,
+          port,
+          digest,
+          mode,
+          message: encoder.encode(message),
+        });
+        assert.equal(decoder.decode(reply), message.toUpperCase());
+      },
+    );
+    assert.equal(code, 0, "the Python server accepted the version 03 hello");
+  });
+}
+
+Deno.test("the Deno client refuses a Python server that substitutes, forges or weakens its key share", async () => {
+  for (
+    const [flag, secret] of [
+      ["--impostor", "the impostor's own secret"],
+      ["--substitute-ps", SECRET_TEXT],
+      ["--low-order-ps", SECRET_TEXT],
+    ]
+  ) {
+    const code = await againstPythonServer("v3_server.py", [flag], secret, async (port) => {
+      await assert.rejects(
+        exchange({ secret: SECRET, port, message: encoder.encode("for your eyes only") }),
+        ServerAuthenticationError,
+        flag,
+      );
+    });
+    assert.equal(code, 0, `${flag}: the fooled client sent no service byte`);
+  }
+});
+
+Deno.test("a Python client's low-order key share is refused with bad-key-share (§12)", async () => {
+  await using started = await startServer();
+  const { logger, port } = started;
+  const child = peer(
+    "v3_client.py",
+    ["--bad-key-share", "127.0.0.1", String(port), "x"],
+    SECRET_TEXT,
+  );
+  const { code, stderr } = await child.output();
+  assert.equal(code, 1);
+  assert.equal(decoder.decode(stderr), "rejected: bad-key-share\n");
+  assert.equal((await logger.waitFor("rejected")).fields.reason, "bad-key-share");
+});
+
+Deno.test("--require-forward-secrecy answers a Python version 02 client 07, which it reports as unknown", async () => {
+  await using started = await startServer({ requireForwardSecrecy: true });
+  const child = peer(
+    "v2_client.py",
+    ["127.0.0.1", String(started.port), "x", "sha256", "integrity"],
+    SECRET_TEXT,
+  );
+  const { code, stderr } = await child.output();
+  assert.equal(code, 1);
+  // The peer was written before 07 existed: it reports the byte it does not know (§10).
+  assert.equal(decoder.decode(stderr), "rejected: status 7\n");
 });

@@ -28,9 +28,15 @@ Deno.test("serveMetrics exposes the server's counters in Prometheus text format"
   const http = serveMetrics({ port: 0, stats: () => server.stats(), draining: () => draining });
   const base = `http://127.0.0.1:${http.addr.port}`;
   try {
-    await exchange({ secret: SECRET, port, message: encoder.encode("one") });
+    // Plain v2, so the byte counts below are the hellos' and the message's alone.
+    await exchange({ secret: SECRET, port, mode: "plain", message: encoder.encode("one") });
     await assert.rejects(
-      exchange({ secret: encoder.encode("wrong"), port, message: encoder.encode("x") }),
+      exchange({
+        secret: encoder.encode("wrong"),
+        port,
+        mode: "plain",
+        message: encoder.encode("x"),
+      }),
       HandshakeRejectedError,
     );
     const { status, body } = await get(`${base}/metrics`);

@@ -105,28 +105,3 @@ Deno.test("AuthFailureThrottle with maxFailures 0 never blocks and remembers not
   assert.equal(throttle.size, 0);
   assert.equal(throttle.enabled, false);
 });
-
-Deno.test("AuthFailureThrottle.admit keeps failures plus checks in flight under the threshold", async () => {
-  const { throttle } = throttleWithClock({ maxFailures: 3 });
-  const address = "192.0.2.7";
-  for (let i = 0; i < 3; i++) assert.equal(await throttle.admit(address), true);
-  assert.equal(throttle.checking(address), 3);
-  // A fourth waits for a turn instead of being checked at once.
-  let fourth: boolean | undefined;
-  const waiting = throttle.admit(address).then((admitted) => fourth = admitted);
-  assert.equal(throttle.checking(address), 3, "admit() counts synchronously when it admits");
-  // A right answer frees its turn: the fourth goes ahead.
-  assert.equal(throttle.settle(address, false), 0);
-  await waiting;
-  assert.equal(fourth, true);
-  // Three wrong answers of the four in flight: a cool-down, and whoever waits is turned away.
-  let fifth: boolean | undefined;
-  const turnedAway = throttle.admit(address).then((admitted) => fifth = admitted);
-  assert.equal(throttle.settle(address, true), 0);
-  assert.equal(throttle.settle(address, true), 0);
-  assert.ok(throttle.settle(address, true) > 0);
-  await turnedAway;
-  assert.equal(fifth, false);
-  assert.equal(await throttle.admit(address), false);
-  assert.equal(throttle.checking(address), 0);
-});
