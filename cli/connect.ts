@@ -147,11 +147,12 @@ export async function runConnect(
 ): Promise<number> {
   for (const warning of command.warnings) printError(warning);
   const { hostname, port } = command.options;
-  const { secret } = await loadSecret({
+  const { secret, warnings } = await loadSecret({
     secretFile: command.secretFile,
     createDefault: false,
     getEnv: (name) => Deno.env.get(name),
   });
+  for (const warning of warnings) printError(`warning: ${warning}`);
   try {
     const client = await connect({
       ...command.options,

@@ -570,3 +570,27 @@ Deno.test("connect says in one line that a throttling server closed before the c
     assert.equal((await server.stop()).code, 0);
   }
 });
+
+Deno.test("connect warns once, on stderr, when other users can read its secret file", async () => {
+  const secret = "loose-file-secret-7c6b5a";
+  await using fresh = await freshEnv();
+  const file = `${fresh.home}/loose-secret`;
+  await Deno.writeTextFile(file, `${secret}\n`);
+  await Deno.chmod(file, 0o644);
+  const server = startServe(["--port", "0"], { ...fresh.env, HMAC_ECHO_SECRET: secret });
+  try {
+    const port = await server.port();
+    const result = await runConnect(
+      ["--port", String(port), "--secret-file", file, "--message", "hi"],
+      fresh.env,
+    );
+    assert.deepEqual(result, {
+      code: 0,
+      stdout: "HI\n",
+      stderr: `hmac-echo: warning: The secret file "${file}" can be read by other users ` +
+        `(mode 644); run: chmod 600 "${file}"\n`,
+    });
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
