@@ -214,14 +214,39 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
 
 Deno.test("secret errors exit 2 with what to do", async (t) => {
   await using fresh = await freshEnv();
-  await t.step("connect before any secret exists", async () => {
+  await t.step("connect before any secret exists: serve makes one", async () => {
     const result = await runConnect(["--message", "x"], fresh.env);
     assert.equal(result.code, 2);
-    assert.match(
+    const path = `${fresh.env.XDG_CONFIG_HOME}/hmac-echo/secret`;
+    assert.equal(
       result.stderr,
-      /Cannot read the secret file ".*\/hmac-echo\/secret": it does not exist/,
+      `hmac-echo: No secret: no --secret-file, no HMAC_ECHO_SECRET, and the default file "${path}" ` +
+        `does not exist. "hmac-echo serve" creates it, with a random secret, the first time it ` +
+        `runs on this machine; for a server elsewhere, set HMAC_ECHO_SECRET or pass ` +
+        `--secret-file PATH with that server's secret\n`,
     );
   });
+  await t.step(
+    "serve --secret-file in a folder that does not exist: how to make both",
+    async () => {
+      const file = `${fresh.home}/not-yet/secret`;
+      const failed = startServe(["--secret-file", file, "--port", "0"], fresh.env);
+      assert.equal((await failed.exited()).code, 2);
+      assert.equal(failed.lines.length, 1, failed.lines.join("\n"));
+      const [said, command] = failed.lines[0].split(". Create it, for example: ");
+      assert.equal(said, `hmac-echo: Cannot read the secret file "${file}": it does not exist`);
+      // The command as a user would paste it; then serve starts with the file it made.
+      const made = await new Deno.Command("sh", { args: ["-c", command], env: fresh.env }).output();
+      assert.equal(made.code, 0, decoder.decode(made.stderr));
+      const server = startServe(["--secret-file", file, "--port", "0"], fresh.env);
+      try {
+        await server.port();
+        assert.ok(!server.lines.some((line) => / warn /.test(line)), server.lines.join("\n"));
+      } finally {
+        assert.equal((await server.stop()).code, 0);
+      }
+    },
+  );
   await t.step("an empty secret file, for serve and for connect", async () => {
     const file = `${fresh.home}/empty-secret`;
     await Deno.writeTextFile(file, "\n", { mode: 0o600 });
