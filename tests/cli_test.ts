@@ -619,3 +619,53 @@ Deno.test("connect warns once, on stderr, when other users can read its secret f
     assert.equal((await server.stop()).code, 0);
   }
 });
+
+Deno.test("serve --log-format json: an error that ends it is one JSON line", async (t) => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "json-fatal-secret-3e2d1c" });
+
+  /** Runs serve to its exit; its stderr must be exactly one line. */
+  async function fatalLine(args: string[], code: number): Promise<string> {
+    const server = startServe(args, fresh.env);
+    assert.equal((await server.exited()).code, code, server.lines.join("\n"));
+    assert.equal(server.lines.length, 1, server.lines.join("\n"));
+    assert.ok(!server.lines[0].includes("json-fatal-secret"));
+    return server.lines[0];
+  }
+
+  /** The logger's shape: time, level, event, and here the message. */
+  function assertFatal(line: string, message: RegExp): void {
+    const { time, level, event, message: said, ...rest } = JSON.parse(line);
+    assert.deepEqual({ level, event, rest }, { level: "error", event: "fatal", rest: {} });
+    assert.ok(!Number.isNaN(Date.parse(time)) && time.endsWith("Z"), time);
+    assert.match(said, message);
+  }
+
+  await t.step("a port in use: exit 1", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    const line = await fatalLine(["--log-format", "json", "--port", String(port)], 1);
+    assertFatal(
+      line,
+      new RegExp(`^Cannot listen on 127\\.0\\.0\\.1:${port}: the address is already in use`),
+    );
+  });
+  await t.step("the metrics port in use: exit 1", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    const args = ["--log-format", "json", "--port", "0", "--metrics-port", String(port)];
+    assertFatal(await fatalLine(args, 1), /^Cannot serve metrics on 127\.0\.0\.1:\d+: the address/);
+  });
+  await t.step("a secret file that does not exist: exit 2", async () => {
+    const file = `${fresh.home}/missing`;
+    const line = await fatalLine(["--secret-file", file, "--log-format", "json"], 2);
+    assertFatal(line, /^Cannot read the secret file ".*\/missing": it does not exist\. Create it/);
+  });
+  await t.step("a flag out of range, once the flags could be read: exit 2", async () => {
+    const line = await fatalLine(["--log-format", "json", "--max-connections", "0"], 2);
+    assertFatal(line, /^--max-connections must be a positive whole number, got "0"\. Run /);
+  });
+  await t.step("flags that cannot be read say so in plain text", async () => {
+    const line = await fatalLine(["--log-format", "json", "--bogus"], 2);
+    assert.match(line, /^hmac-echo: Unknown option '--bogus'\. Run "hmac-echo serve --help"/);
+  });
+});
