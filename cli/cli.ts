@@ -7,10 +7,11 @@
  */
 
 import { parseConnectArgs, runConnect } from "./connect.ts";
-import { type InfoRequest, UsageError } from "./flags.ts";
+import type { LogFormat } from "../log.ts";
+import { type InfoRequest, parseFlags, UsageError } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printError, writeOut } from "./output.ts";
 import { SecretError } from "./secret.ts";
-import { parseServeArgs, runServe } from "./serve.ts";
+import { parseServeArgs, runServe, SERVE_OPTIONS } from "./serve.ts";
 import { CONNECT_USAGE, SERVE_USAGE, USAGE, VERSION } from "./usage.ts";
 
 /**
@@ -27,18 +28,35 @@ export async function runCli(args: string[]): Promise<number> {
   try {
     return await dispatch(args);
   } catch (error) {
+    const format = errorFormat(args);
     if (error instanceof UsageError) {
       // Each command's options are in its own help; the overview lists none.
       const command = args[0] === "serve" || args[0] === "connect" ? `${args[0]} ` : "";
-      printError(`${error.message}. Run "hmac-echo ${command}--help" for usage.`);
+      printError(`${error.message}. Run "hmac-echo ${command}--help" for usage.`, format);
       return EXIT_USAGE;
     }
     if (error instanceof SecretError) {
-      printError(error.message);
+      printError(error.message, format);
       return EXIT_USAGE;
     }
-    printError(`Unexpected error: ${error instanceof Error ? error.message : String(error)}`);
+    printError(
+      `Unexpected error: ${error instanceof Error ? error.message : String(error)}`,
+      format,
+    );
     return EXIT_FAILURE;
+  }
+}
+
+/**
+ * How to print a fatal error: as the log does when serve's flags ask for `--log-format json` and
+ * can be read at all; plain text otherwise (before the flags are understood there is no format).
+ */
+function errorFormat(args: string[]): LogFormat {
+  if (args[0] !== "serve") return "text";
+  try {
+    return parseFlags(args.slice(1), SERVE_OPTIONS)["log-format"] === "json" ? "json" : "text";
+  } catch {
+    return "text";
   }
 }
 

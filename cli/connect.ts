@@ -188,6 +188,7 @@ export async function runConnect(
     createDefault: false,
     getEnv: (name) => Deno.env.get(name),
   });
+  for (const warning of loaded.warnings) printError(`warning: ${warning}`);
   const weak = checkSecretStrength(loaded, command.allowWeakSecret);
   if (weak !== undefined) printError(`warning: ${weak}`);
   const { secret } = loaded;

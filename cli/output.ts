@@ -1,6 +1,7 @@
 /** The command line's own output: stdout for results, stderr for messages. */
 
 import { writeAll } from "../_io.ts";
+import { type LogFormat, StderrLogger } from "../log.ts";
 
 /** Exit status: success. */
 export const EXIT_OK = 0;
@@ -21,7 +22,15 @@ export function writeErr(text: string): Promise<void> {
   return writeAll(Deno.stderr, encoder.encode(text));
 }
 
-/** One `hmac-echo: …` line on stderr. */
-export function printError(message: string): void {
-  console.error(`hmac-echo: ${message}`);
+/**
+ * One `hmac-echo: …` line on stderr; with `format` "json" (serve's `--log-format json`), one line
+ * of the log's own shape, `{"time":…,"level":"error","event":"fatal","message":…}`, so that a
+ * log shipper can parse every line the server writes, its last one too.
+ */
+export function printError(message: string, format: LogFormat = "text"): void {
+  if (format === "json") {
+    new StderrLogger({ format, maxPerSecond: 0 }).log("error", "fatal", { message });
+  } else {
+    console.error(`hmac-echo: ${message}`);
+  }
 }

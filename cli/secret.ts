@@ -5,6 +5,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import { HmacEchoError } from "../errors.ts";
 
 /** Environment variable holding the secret as text (its UTF-8 bytes are the secret). */
@@ -31,7 +32,11 @@ export class SecretError extends HmacEchoError {
 export interface SecretOptions {
   /** `--secret-file`: wins over the environment variable when both are given. */
   secretFile?: string;
-  /** Create the default file when it is missing (the server does; the client does not). */
+  /**
+   * Create the default file when it is missing: `serve` does at start-up; `connect` does not.
+   * It also picks the advice for a missing file: a process that makes secrets is told how to make
+   * one, one that only reads them where its secret comes from.
+   */
   createDefault: boolean;
   /** Reads an environment variable; `Deno.env.get` in the program, a map in tests. */
   getEnv: (name: string) => string | undefined;
@@ -60,7 +65,12 @@ export async function loadSecret(options: SecretOptions): Promise<LoadedSecret> 
     const warnings = fromEnv === undefined
       ? []
       : [`Both --secret-file and ${SECRET_ENV_VAR} are set; using --secret-file`];
-    return await readSecretFile(options.secretFile, { created: false, warnings });
+    const { secretFile } = options;
+    const missing = `${notFound(secretFile)}. ` +
+      (options.createDefault
+        ? `Create it, for example: ${createCommand(secretFile)}`
+        : "Check the path: the file must hold the secret the server and its clients share");
+    return await readSecretFile(secretFile, { created: false, warnings, missing });
   }
   if (fromEnv !== undefined) {
     if (fromEnv.length === 0) {
@@ -77,7 +87,15 @@ export async function loadSecret(options: SecretOptions): Promise<LoadedSecret> 
   }
   const path = defaultSecretPath(options.getEnv);
   const created = options.createDefault && await createSecretFileIfMissing(path);
-  return await readSecretFile(path, { created, warnings: [] });
+  return await readSecretFile(path, {
+    created,
+    warnings: [],
+    // Only a process that does not create the default file gets here without one: connect.
+    missing: `No secret: no --secret-file, no ${SECRET_ENV_VAR}, and the default file "${path}" ` +
+      `does not exist. "hmac-echo serve" creates it, with a random secret, the first time it ` +
+      `runs on this machine; for a server elsewhere, set ${SECRET_ENV_VAR} or pass ` +
+      `--secret-file PATH with that server's secret`,
+  });
 }
 
 /**
@@ -90,7 +108,14 @@ export async function loadPreviousSecret(
   options: { secretFile?: string; getEnv: (name: string) => string | undefined },
 ): Promise<LoadedSecret | undefined> {
   if (options.secretFile !== undefined) {
-    return await readSecretFile(options.secretFile, { created: false, warnings: [] });
+    return await readSecretFile(options.secretFile, {
+      created: false,
+      warnings: [],
+      // A fresh random secret would be no use here: it must be the one clients still have.
+      missing: `${notFound(options.secretFile)}. --previous-secret-file must hold the secret ` +
+        "clients used before the new one: check the path, or leave the flag out when no " +
+        "rotation is under way",
+    });
   }
   const fromEnv = options.getEnv(PREVIOUS_SECRET_ENV_VAR);
   if (fromEnv === undefined) return undefined;
@@ -144,21 +169,43 @@ async function createSecretFileIfMissing(path: string): Promise<boolean> {
   }
 }
 
+/** The start of the message for a secret file that is not there. */
+function notFound(path: string): string {
+  return `Cannot read the secret file "${path}": it does not exist`;
+}
+
+/**
+ * A shell command that makes the secret file `path` as serve makes its default one: 32 random
+ * bytes as hex, the file 0600 and a new folder 0700 (`umask`, so neither is ever readable by
+ * others), the folder created when it is missing.
+ */
+function createCommand(path: string): string {
+  return `(umask 077 && mkdir -p ${shellQuote(dirname(path))} && ` +
+    `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > ${shellQuote(path)})`;
+}
+
+/** `text` as one shell word: in double quotes when that is safe, else in single quotes. */
+function shellQuote(text: string): string {
+  return /["$`\\!]/.test(text) ? `'${text.replaceAll("'", `'\\''`)}'` : `"${text}"`;
+}
+
 async function readSecretFile(
   path: string,
-  extra: { created: boolean; warnings: string[] },
+  extra: {
+    created: boolean;
+    warnings: string[];
+    /** The message when the file does not exist: what it means here, and what to do. */
+    missing: string;
+  },
 ): Promise<LoadedSecret> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
   } catch (error) {
-    const hint = error instanceof Deno.errors.NotFound
-      ? `. Create it (for example: head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > "${path}"), ` +
-        `set ${SECRET_ENV_VAR}, or run "hmac-echo serve" once to create the default file`
-      : "";
-    throw new SecretError(`Cannot read the secret file "${path}": ${reason(error)}${hint}`, {
-      cause: error,
-    });
+    const message = error instanceof Deno.errors.NotFound
+      ? extra.missing
+      : `Cannot read the secret file "${path}": ${reason(error)}`;
+    throw new SecretError(message, { cause: error });
   }
   const secret = stripOneLineEnding(bytes);
   if (secret.length === 0) {

@@ -7,7 +7,7 @@
 
 import { formatAddr } from "../_io.ts";
 import { ConfigError } from "../errors.ts";
-import { type Logger, StderrLogger } from "../log.ts";
+import { type LogFormat, type Logger, StderrLogger } from "../log.ts";
 import type { DigestName } from "../protocol/keys.ts";
 import type { Requirement } from "../protocol/outcome.ts";
 import {
@@ -255,7 +255,10 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
   try {
     server = await serve(config);
   } catch (error) {
-    printError(describeListenError(error, config.hostname ?? DEFAULT_HOSTNAME, config.port));
+    printError(
+      describeListenError(error, config.hostname ?? DEFAULT_HOSTNAME, config.port),
+      settings.log?.format,
+    );
     return EXIT_FAILURE;
   }
   let draining = false;
@@ -268,7 +271,7 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
       snapshot.secretReloadFailures = reloads.failures;
       return snapshot;
     };
-    metrics = startMetrics(command.metrics, stats, () => draining, logger);
+    metrics = startMetrics(command.metrics, stats, () => draining, logger, settings.log?.format);
     if (!metrics) {
       await server.close({ gracePeriodMs: 0 });
       return EXIT_FAILURE;
@@ -449,6 +452,7 @@ function startMetrics(
   stats: () => Promise<ServerStats>,
   draining: () => boolean,
   logger: Logger,
+  format?: LogFormat,
 ): Deno.HttpServer<Deno.NetAddr> | undefined {
   let metrics: Deno.HttpServer<Deno.NetAddr>;
   try {
@@ -465,6 +469,7 @@ function startMetrics(
     printError(
       describeListenError(error, where.hostname, where.port, "--metrics-port")
         .replace("listen", "serve metrics"),
+      format,
     );
     return undefined;
   }

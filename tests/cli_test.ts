@@ -214,14 +214,39 @@ Deno.test("--help and --version exit 0; usage errors exit 2 with a pointer to --
 
 Deno.test("secret errors exit 2 with what to do", async (t) => {
   await using fresh = await freshEnv();
-  await t.step("connect before any secret exists", async () => {
+  await t.step("connect before any secret exists: serve makes one", async () => {
     const result = await runConnect(["--message", "x"], fresh.env);
     assert.equal(result.code, 2);
-    assert.match(
+    const path = `${fresh.env.XDG_CONFIG_HOME}/hmac-echo/secret`;
+    assert.equal(
       result.stderr,
-      /Cannot read the secret file ".*\/hmac-echo\/secret": it does not exist/,
+      `hmac-echo: No secret: no --secret-file, no HMAC_ECHO_SECRET, and the default file "${path}" ` +
+        `does not exist. "hmac-echo serve" creates it, with a random secret, the first time it ` +
+        `runs on this machine; for a server elsewhere, set HMAC_ECHO_SECRET or pass ` +
+        `--secret-file PATH with that server's secret\n`,
     );
   });
+  await t.step(
+    "serve --secret-file in a folder that does not exist: how to make both",
+    async () => {
+      const file = `${fresh.home}/not-yet/secret`;
+      const failed = startServe(["--secret-file", file, "--port", "0"], fresh.env);
+      assert.equal((await failed.exited()).code, 2);
+      assert.equal(failed.lines.length, 1, failed.lines.join("\n"));
+      const [said, command] = failed.lines[0].split(". Create it, for example: ");
+      assert.equal(said, `hmac-echo: Cannot read the secret file "${file}": it does not exist`);
+      // The command as a user would paste it; then serve starts with the file it made.
+      const made = await new Deno.Command("sh", { args: ["-c", command], env: fresh.env }).output();
+      assert.equal(made.code, 0, decoder.decode(made.stderr));
+      const server = startServe(["--secret-file", file, "--port", "0"], fresh.env);
+      try {
+        await server.port();
+        assert.ok(!server.lines.some((line) => / warn /.test(line)), server.lines.join("\n"));
+      } finally {
+        assert.equal((await server.stop()).code, 0);
+      }
+    },
+  );
   await t.step("an empty secret file, for serve and for connect", async () => {
     const file = `${fresh.home}/empty-secret`;
     await Deno.writeTextFile(file, "\n", { mode: 0o600 });
@@ -606,4 +631,78 @@ Deno.test("a secret under 16 bytes: refused by serve and connect, accepted with 
   } finally {
     assert.equal((await server.stop()).code, 0);
   }
+});
+
+Deno.test("connect warns once, on stderr, when other users can read its secret file", async () => {
+  const secret = "loose-file-secret-7c6b5a";
+  await using fresh = await freshEnv();
+  const file = `${fresh.home}/loose-secret`;
+  await Deno.writeTextFile(file, `${secret}\n`);
+  await Deno.chmod(file, 0o644);
+  const server = startServe(["--port", "0"], { ...fresh.env, HMAC_ECHO_SECRET: secret });
+  try {
+    const port = await server.port();
+    const result = await runConnect(
+      ["--port", String(port), "--secret-file", file, "--message", "hi"],
+      fresh.env,
+    );
+    assert.deepEqual(result, {
+      code: 0,
+      stdout: "HI\n",
+      stderr: `hmac-echo: warning: The secret file "${file}" can be read by other users ` +
+        `(mode 644); run: chmod 600 "${file}"\n`,
+    });
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
+Deno.test("serve --log-format json: an error that ends it is one JSON line", async (t) => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "json-fatal-secret-3e2d1c" });
+
+  /** Runs serve to its exit; its stderr must be exactly one line. */
+  async function fatalLine(args: string[], code: number): Promise<string> {
+    const server = startServe(args, fresh.env);
+    assert.equal((await server.exited()).code, code, server.lines.join("\n"));
+    assert.equal(server.lines.length, 1, server.lines.join("\n"));
+    assert.ok(!server.lines[0].includes("json-fatal-secret"));
+    return server.lines[0];
+  }
+
+  /** The logger's shape: time, level, event, and here the message. */
+  function assertFatal(line: string, message: RegExp): void {
+    const { time, level, event, message: said, ...rest } = JSON.parse(line);
+    assert.deepEqual({ level, event, rest }, { level: "error", event: "fatal", rest: {} });
+    assert.ok(!Number.isNaN(Date.parse(time)) && time.endsWith("Z"), time);
+    assert.match(said, message);
+  }
+
+  await t.step("a port in use: exit 1", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    const line = await fatalLine(["--log-format", "json", "--port", String(port)], 1);
+    assertFatal(
+      line,
+      new RegExp(`^Cannot listen on 127\\.0\\.0\\.1:${port}: the address is already in use`),
+    );
+  });
+  await t.step("the metrics port in use: exit 1", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    const args = ["--log-format", "json", "--port", "0", "--metrics-port", String(port)];
+    assertFatal(await fatalLine(args, 1), /^Cannot serve metrics on 127\.0\.0\.1:\d+: the address/);
+  });
+  await t.step("a secret file that does not exist: exit 2", async () => {
+    const file = `${fresh.home}/missing`;
+    const line = await fatalLine(["--secret-file", file, "--log-format", "json"], 2);
+    assertFatal(line, /^Cannot read the secret file ".*\/missing": it does not exist\. Create it/);
+  });
+  await t.step("a flag out of range, once the flags could be read: exit 2", async () => {
+    const line = await fatalLine(["--log-format", "json", "--max-connections", "0"], 2);
+    assertFatal(line, /^--max-connections must be a positive whole number, got "0"\. Run /);
+  });
+  await t.step("flags that cannot be read say so in plain text", async () => {
+    const line = await fatalLine(["--log-format", "json", "--bogus"], 2);
+    assert.match(line, /^hmac-echo: Unknown option '--bogus'\. Run "hmac-echo serve --help"/);
+  });
 });

@@ -1,7 +1,7 @@
 /** Where the secret comes from: precedence, the default file, and every error a user can hit. */
 
 import assert from "node:assert/strict";
-import { defaultSecretPath, loadSecret, SecretError } from "../cli/secret.ts";
+import { defaultSecretPath, loadPreviousSecret, loadSecret, SecretError } from "../cli/secret.ts";
 import { decoder, encoder } from "./_helpers.ts";
 
 function envOf(vars: Record<string, string>): (name: string) => string | undefined {
@@ -34,15 +34,77 @@ Deno.test("loadSecret() creates the default file once: 32 random bytes as hex, m
   });
 });
 
-Deno.test("loadSecret() without createDefault says how to get a secret when there is none", async () => {
+/** The message `promise` rejects with, which must be a {@linkcode SecretError}. */
+async function secretErrorOf(promise: Promise<unknown>): Promise<string> {
+  const error = await promise.then(() => undefined, (error: unknown) => error);
+  assert.ok(error instanceof SecretError, `expected a SecretError, got ${error}`);
+  return error.message;
+}
+
+Deno.test("loadSecret() for connect with no secret at all: serve makes one, or say where it is", async () => {
   await withTempDir(async (dir) => {
-    await assert.rejects(
+    const message = await secretErrorOf(
       loadSecret({ createDefault: false, getEnv: envOf({ XDG_CONFIG_HOME: dir }) }),
-      (error: unknown) =>
-        error instanceof SecretError &&
-        error.message.includes(`"${dir}/hmac-echo/secret": it does not exist`) &&
-        error.message.includes("HMAC_ECHO_SECRET") &&
-        error.message.includes("serve"),
+    );
+    assert.equal(
+      message,
+      `No secret: no --secret-file, no HMAC_ECHO_SECRET, and the default file ` +
+        `"${dir}/hmac-echo/secret" does not exist. "hmac-echo serve" creates it, with a random ` +
+        `secret, the first time it runs on this machine; for a server elsewhere, set ` +
+        `HMAC_ECHO_SECRET or pass --secret-file PATH with that server's secret`,
+    );
+  });
+});
+
+Deno.test("loadSecret() for connect with a missing --secret-file: check the path, make nothing", async () => {
+  await withTempDir(async (dir) => {
+    const message = await secretErrorOf(
+      loadSecret({ secretFile: `${dir}/nope`, createDefault: false, getEnv: envOf({}) }),
+    );
+    assert.equal(
+      message,
+      `Cannot read the secret file "${dir}/nope": it does not exist. Check the path: the file ` +
+        "must hold the secret the server and its clients share",
+    );
+  });
+});
+
+Deno.test("loadSecret() for serve with a missing --secret-file gives a command that makes it, folder too", async () => {
+  await withTempDir(async (dir) => {
+    // A folder that does not exist yet, and a name the shell must not read as syntax.
+    const path = `${dir}/new folder/it's "$HOME"/secret`;
+    const message = await secretErrorOf(
+      loadSecret({ secretFile: path, createDefault: true, getEnv: envOf({}) }),
+    );
+    const [said, command] = message.split(". Create it, for example: ");
+    assert.equal(said, `Cannot read the secret file "${path}": it does not exist`);
+    assert.ok(!message.includes("hmac-echo serve"), message);
+    assert.ok(command.includes("mkdir -p"), command);
+
+    const { code, stderr } = await new Deno.Command("sh", {
+      args: ["-c", command],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, decoder.decode(stderr));
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    assert.equal((await Deno.stat(`${dir}/new folder`)).mode! & 0o777, 0o700);
+    const loaded = await loadSecret({ secretFile: path, createDefault: true, getEnv: envOf({}) });
+    assert.match(decoder.decode(loaded.secret), /^[0-9a-f]{64}$/);
+    assert.deepEqual(loaded.warnings, []);
+  });
+});
+
+Deno.test("loadPreviousSecret() with a missing file says it must be the old secret", async () => {
+  await withTempDir(async (dir) => {
+    const message = await secretErrorOf(
+      loadPreviousSecret({ secretFile: `${dir}/old`, getEnv: envOf({}) }),
+    );
+    assert.equal(
+      message,
+      `Cannot read the secret file "${dir}/old": it does not exist. --previous-secret-file must ` +
+        "hold the secret clients used before the new one: check the path, or leave the flag out " +
+        "when no rotation is under way",
     );
   });
 });

@@ -140,3 +140,23 @@ Deno.test("UpperCaseTransformer's word-at-a-time ASCII path agrees with toUpperC
     assert.equal(decoder.decode(transformAll([bytes])), expected(bytes), `é at ${at}`);
   }
 });
+
+Deno.test("UpperCaseTransformer gives back text, not bytes: the README's examples, byte for byte", () => {
+  const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0"));
+  const cases: [number[], string[]][] = [
+    // ASCII one for one: only a-z change, control bytes and NUL pass.
+    [[0x61, 0x7a, 0x41, 0x30, 0x00, 0x0a, 0x7f], ["41", "5a", "41", "30", "00", "0a", "7f"]],
+    // Latin-1 "café": E9 is not UTF-8 and comes back as U+FFFD, two bytes longer.
+    [[0x63, 0x61, 0x66, 0xe9], ["43", "41", "46", "ef", "bf", "bd"]],
+    // "ß" (C3 9F) becomes "SS"; a lone C3 at the end of the stream becomes U+FFFD.
+    [[0xc3, 0x9f], ["53", "53"]],
+    [[0x61, 0xc3], ["41", "ef", "bf", "bd"]],
+  ];
+  for (const [input, output] of cases) {
+    assert.deepEqual(
+      hex(transformAll([new Uint8Array(input)])),
+      output,
+      `[${hex(new Uint8Array(input))}]`,
+    );
+  }
+});
