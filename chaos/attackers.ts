@@ -301,6 +301,34 @@ export async function wrongDigests(target: Target, from: string, count: number):
 }
 
 /**
+ * Guesses in parallel bursts from one address: v2 hellos under a wrong secret, `burst` at a time.
+ * Only a status byte `01` tells the attacker a guess was wrong; a close without one is a withheld
+ * verdict (docs/PROTOCOL.md §3). `revealed` counts the former: it must stay under the throttle's
+ * threshold per cool-down, however large the bursts.
+ */
+export async function parallelGuesser(
+  target: Target,
+  from: string,
+  bursts: number,
+  burst: number,
+): Promise<Tally & { revealed: number }> {
+  const tally = { ...newTally("wrong proofs in parallel bursts"), revealed: 0 };
+  const wrongKeys = await SecretKeys.import(encoder.encode("a wrong guess, sent in parallel"));
+  for (let b = 0; b < bursts && !target.stop.aborted; b++) {
+    await Promise.all(Array.from({ length: burst }, async () => {
+      const opened = await openChallenged(target, from, tally);
+      if (!opened) return;
+      const head = encodeHelloHead("sha256", "integrity", createChallenge());
+      const proof = await computeProof(wrongKeys, "sha256", "client", opened.challenge, head);
+      await opened.socket.write(concat([head, proof]));
+      await expectRejection(opened.socket, tally);
+      if (opened.socket.received === 33) tally.revealed++;
+    }));
+  }
+  return tally;
+}
+
+/**
  * An attacker on the path of authenticated v2 sessions: each session's first frame arrives with
  * one bit flipped. The server must close it without echoing a byte (docs/PROTOCOL.md §11).
  */

@@ -31,6 +31,7 @@ const config = quick
     neverReadsBytes: 64 * 1024 * 1024,
     descriptorFlood: 1_500,
     tamperedFrames: 20,
+    guessBursts: 2,
     honestWorkers: 8,
   }
   : {
@@ -46,10 +47,13 @@ const config = quick
     neverReadsBytes: 1024 * 1024 * 1024,
     descriptorFlood: 1_500,
     tamperedFrames: 200,
+    guessBursts: 5,
     honestWorkers: 8,
   };
 const FD_LIMIT = 1_024;
 const PER_ADDRESS = 50;
+/** The server's default --throttle-after: fewer wrong verdicts than this per cool-down. */
+const THROTTLE_AFTER = 5;
 const RUN_LIMIT_MS = quick ? 60_000 : 300_000;
 
 const root = new URL("../", import.meta.url).pathname;
@@ -170,6 +174,8 @@ const tallies: Tally[] = [warmup];
 const rssAfterRound: number[] = [];
 let peakFds = baseline.fds;
 let attackSeconds = 0;
+/** Per round: wrong verdicts the parallel guesser saw, and the cool-downs its address served. */
+const revealedGuesses: { revealed: number; cooldowns: number }[] = [];
 for (let round = 1; round <= rounds; round++) {
   const stop = new AbortController();
   const target = { port, key, secret, stop: stop.signal };
@@ -190,7 +196,13 @@ for (let round = 1; round <= rounds; round++) {
     attack.neverReads(target, `127.0.${round}.16`, config.neverReadsBytes),
     attack.descriptorFlood(target, `127.0.${round}.17`, config.descriptorFlood),
     attack.tamperedFrames(target, config.tamperedFrames),
+    attack.parallelGuesser(target, `127.0.${round}.18`, config.guessBursts, PER_ADDRESS),
   ]);
+  const guesser = `127.0.${round}.18`;
+  revealedGuesses.push({
+    revealed: (attackers.at(-1) as { revealed: number }).revealed,
+    cooldowns: events.filter((e) => e.event === "throttling" && e.address === guesser).length,
+  });
   stop.abort();
   tallies.push(await honestRun, ...attackers);
   clearTimeout(runLimit);
@@ -287,6 +299,12 @@ const checks: [string, boolean][] = [
   ["rejected: server and clients agree", stopped.rejected === total("rejected")],
   ["refused: server and clients agree", stopped.refused === total("refused")],
   ["frames refused: server and clients agree", stopped.frameErrors === total("frameErrors")],
+  [
+    `parallel guesses: wrong verdicts revealed per round ${
+      revealedGuesses.map((r) => `${r.revealed} in ${r.cooldowns} cool-down(s)`).join(", ")
+    } (at most ${THROTTLE_AFTER - 1} per cool-down, and before the first or after the last)`,
+    revealedGuesses.every((r) => r.revealed <= (THROTTLE_AFTER - 1) * (r.cooldowns + 1)),
+  ],
   [
     "no hostile client got through",
     attackers.every((t) => !t.notes.some((n) => n.includes("accepted!"))),
