@@ -238,3 +238,23 @@ Deno.test("an empty write sends no frame: only closeWrite() sends the end frame 
   assert.deepEqual(sent.map((frame) => new DataView(frame.buffer).getUint32(0)), [1, 0]);
   await assert.rejects(framed.write(encoder.encode("late")), Deno.errors.BrokenPipe);
 });
+
+Deno.test("a stream that ends before any frame says so, not 'after frame -1' (§11)", async () => {
+  const frameKeys = await deriveFrameKeys(
+    keys,
+    "encrypt",
+    createChallenge(),
+    createChallenge(),
+    "server",
+  );
+  const empty = new FramedConnection({
+    read: () => Promise.resolve(null),
+    write: (data) => Promise.resolve(data.length),
+  }, frameKeys);
+  await assert.rejects(
+    empty.read(new Uint8Array(16)),
+    (error: unknown) =>
+      error instanceof FrameError && error.reason === "truncated-stream" &&
+      error.detail === "the connection ended before any frame arrived",
+  );
+});
