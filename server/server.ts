@@ -33,7 +33,7 @@ import {
   type RefusalReason,
   type ServerStats,
 } from "./stats.ts";
-import { AuthFailureThrottle } from "./throttle.ts";
+import { type Limits, ThreadLimits } from "./limits.ts";
 import type { ServiceHandler, TrafficCounters } from "./service.ts";
 import { upperCaseEcho } from "./upper_case_echo.ts";
 import { startWorkerPool } from "./workers.ts";
@@ -60,7 +60,7 @@ interface Session {
   remote: string;
   /** Set for a connection from a trusted proxy: a PROXY header comes first. */
   viaProxy: boolean;
-  /** Whether the connection is counted in the per-address table (under `address`). */
+  /** Whether the connection is counted against its address's limits (under `address`). */
   counted: boolean;
   readonly startedAt: number;
   task?: Promise<void>;
@@ -110,6 +110,8 @@ export interface ServerSettings {
   firstId?: number;
   /** Added to the id for each new connection; a pool of N threads counts in steps of N. */
   idStep?: number;
+  /** The limits to count against; a pool's threads share one. Default: this server's own. */
+  limits?: Limits;
 }
 
 /**
@@ -124,9 +126,8 @@ export class Server implements RunningServer {
   #policy: AuthenticationPolicy;
   #handler?: ServiceHandler;
   #logger: Logger;
-  #throttle: AuthFailureThrottle;
+  #limits: Limits;
   #sessions = new Set<Session>();
-  #perAddress = new Map<string, number>();
   #nextId: number;
   #idStep: number;
   /** This server's counters; the bytes of open connections are added when a snapshot is taken. */
@@ -146,7 +147,7 @@ export class Server implements RunningServer {
     this.#logger = settings.logger;
     this.#nextId = settings.firstId ?? 1;
     this.#idStep = settings.idStep ?? 1;
-    this.#throttle = new AuthFailureThrottle(this.#config.throttle);
+    this.#limits = settings.limits ?? new ThreadLimits(this.#config);
     const idleTimeoutMs = this.#config.idleTimeoutMs;
     if (idleTimeoutMs > 0) {
       // One sweep over all sessions instead of a timer reset on every read: the hot path only
@@ -226,7 +227,7 @@ export class Server implements RunningServer {
       // A proxy's own address says nothing about its clients: per-address limits wait for the
       // PROXY header (#admitProxied); only the global cap applies here.
       const viaProxy = this.#config.trustedProxies?.trusts(address) ?? false;
-      const refusal = viaProxy ? this.#globalRefusal() : this.#refusalFor(address);
+      const refusal = this.#limits.connect(viaProxy ? undefined : address);
       if (refusal !== undefined) {
         this.#refuse(tcp, address, formatAddr(tcp.remoteAddr), refusal);
         continue;
@@ -242,33 +243,8 @@ export class Server implements RunningServer {
       };
       this.#nextId += this.#idStep;
       this.#sessions.add(session);
-      if (session.counted) this.#countAddress(address, +1);
       session.task = this.#serveSession(session);
     }
-  }
-
-  #globalRefusal(): RefusalReason | undefined {
-    return this.#sessions.size >= this.#config.maxConnections ? "connection-limit" : undefined;
-  }
-
-  #countAddress(address: string, change: 1 | -1): void {
-    const count = (this.#perAddress.get(address) ?? 0) + change;
-    if (count === 0) this.#perAddress.delete(address);
-    else this.#perAddress.set(address, count);
-  }
-
-  /** Why a new connection from `address` may not start, if it may not. */
-  #refusalFor(address: string): RefusalReason | undefined {
-    return this.#globalRefusal() ?? this.#addressRefusal(address);
-  }
-
-  #addressRefusal(address: string): RefusalReason | undefined {
-    if (this.#throttle.blockedFor(address) > 0) return "throttled";
-    const cap = this.#config.maxConnectionsPerAddress;
-    if (cap > 0 && (this.#perAddress.get(address) ?? 0) >= cap) {
-      return "address-limit";
-    }
-    return undefined;
   }
 
   #refuse(tcp: Deno.TcpConn, address: string, remote: string, reason: RefusalReason): void {
@@ -279,7 +255,7 @@ export class Server implements RunningServer {
       ? this.#config.maxConnectionsPerAddress
       : undefined;
     const retryInMs = reason === "throttled"
-      ? Math.ceil(this.#throttle.blockedFor(address))
+      ? Math.ceil(this.#limits.blockedFor(address))
       : undefined;
     this.#logger.log("warn", "refused", {
       remote,
@@ -330,26 +306,26 @@ export class Server implements RunningServer {
 
   /**
    * The policy for one session: with the throttle on, each answer waits for its turn to be checked
-   * (AuthFailureThrottle.admit), so parallel connections cannot multiply the guesses per cool-down.
+   * (Limits.admit), so parallel connections cannot multiply the guesses per cool-down.
    */
   #policyFor(session: Session): AuthenticationPolicy {
-    if (!this.#throttle.enabled) return this.#policy;
+    if (!this.#limits.throttling) return this.#policy;
     return {
       ...this.#policy,
       beforeCheck: async () => {
-        const admitted = await this.#throttle.admit(session.address);
+        const admitted = await this.#limits.admit(session.address);
         if (admitted) session.checking = true;
         if (session.closedByServer) throw new Deno.errors.BadResource("closed while waiting");
-        if (!admitted) throw new NotCheckedError(this.#throttle.blockedFor(session.address));
+        if (!admitted) throw new NotCheckedError(this.#limits.blockedFor(session.address));
       },
     };
   }
 
   /** Ends the session's check in flight, if it has one, counting it as a failure or not. */
   #settleCheck(session: Session, failed: boolean): number {
-    if (!session.checking) return failed ? this.#throttle.recordFailure(session.address) : 0;
+    if (!session.checking) return failed ? this.#limits.recordFailure(session.address) : 0;
     session.checking = false;
-    return this.#throttle.settle(session.address, failed);
+    return this.#limits.settle(session.address, failed);
   }
 
   /** Counts and logs why a session's task failed: the server closed it, or the client or its frames. */
@@ -413,7 +389,7 @@ export class Server implements RunningServer {
     const { conn } = session;
     closeQuietly(conn.tcp);
     this.#sessions.delete(session);
-    if (session.counted) this.#countAddress(session.address, -1);
+    this.#limits.disconnect(session.counted ? session.address : undefined);
     this.#stats.bytesIn += conn.bytesIn;
     this.#stats.bytesOut += conn.bytesOut;
     this.#logger.log("info", "closed", {
@@ -480,13 +456,12 @@ export class Server implements RunningServer {
       session.remote = formatAddr(header.source);
       this.#logger.log("info", "proxied", { id: session.id, remote: session.remote, proxy });
     }
-    const refusal = this.#addressRefusal(session.address);
+    const refusal = this.#limits.identify(session.address);
     if (refusal !== undefined) {
       this.#refuse(session.conn.tcp, session.address, session.remote, refusal);
       return false;
     }
     session.counted = true;
-    this.#countAddress(session.address, +1);
     return true;
   }
 
@@ -568,6 +543,7 @@ export interface ListenHooks {
   reusePort?: boolean;
   firstId?: number;
   idStep?: number;
+  limits?: Limits;
 }
 
 /**
@@ -595,6 +571,7 @@ export async function listen(config: ResolvedConfig, hooks: ListenHooks = {}): P
     logger: hooks.logger ?? createLogger(config.log),
     firstId: hooks.firstId,
     idStep: hooks.idStep,
+    limits: hooks.limits,
   });
 }
 
