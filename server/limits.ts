@@ -1,8 +1,8 @@
 /**
  * The limits a server enforces on new connections and on guesses at the secret: the connection
  * cap, the per-address cap and the failed-authentication throttle. {@linkcode ThreadLimits} counts
- * them for a server in one thread; the {@linkcode Limits} interface lets a worker pool's threads
- * count against limits they share instead.
+ * them for a server in one thread; a worker pool's threads share one `SharedLimits`
+ * (`shared_limits.ts`), so each limit holds for the pool as a whole.
  *
  * @module
  */
