@@ -10,6 +10,7 @@
 import { createLogger } from "../log.ts";
 import { resolveConfig } from "./config.ts";
 import { listen, type Server } from "./server.ts";
+import { SharedLimits } from "./shared_limits.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 
 let server: Server | undefined;
@@ -30,6 +31,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         // Ids 1, 1 + N, 1 + 2N, … in worker 1; 2, 2 + N, … in worker 2: unique per server.
         firstId: message.id,
         idStep: message.count,
+        limits: new SharedLimits(config, { buffer: message.limits }),
       });
     } catch (error) {
       const { name, message: text } = error instanceof Error ? error : new Error(String(error));

@@ -33,7 +33,7 @@ import {
   type RefusalReason,
   type ServerStats,
 } from "./stats.ts";
-import { AuthFailureThrottle } from "./throttle.ts";
+import { type Limits, ThreadLimits } from "./limits.ts";
 import type { ServiceHandler, TrafficCounters } from "./service.ts";
 import { upperCaseEcho } from "./upper_case_echo.ts";
 import { startWorkerPool } from "./workers.ts";
@@ -60,7 +60,7 @@ interface Session {
   remote: string;
   /** Set for a connection from a trusted proxy: a PROXY header comes first. */
   viaProxy: boolean;
-  /** Whether the connection is counted in the per-address table (under `address`). */
+  /** Whether the connection is counted against its address's limits (under `address`). */
   counted: boolean;
   readonly startedAt: number;
   task?: Promise<void>;
@@ -110,6 +110,8 @@ export interface ServerSettings {
   firstId?: number;
   /** Added to the id for each new connection; a pool of N threads counts in steps of N. */
   idStep?: number;
+  /** The limits to count against; a pool's threads share one. Default: this server's own. */
+  limits?: Limits;
 }
 
 /**
@@ -124,9 +126,8 @@ export class Server implements RunningServer {
   #policy: AuthenticationPolicy;
   #handler?: ServiceHandler;
   #logger: Logger;
-  #throttle: AuthFailureThrottle;
+  #limits: Limits;
   #sessions = new Set<Session>();
-  #perAddress = new Map<string, number>();
   #nextId: number;
   #idStep: number;
   /** This server's counters; the bytes of open connections are added when a snapshot is taken. */
@@ -146,7 +147,7 @@ export class Server implements RunningServer {
     this.#logger = settings.logger;
     this.#nextId = settings.firstId ?? 1;
     this.#idStep = settings.idStep ?? 1;
-    this.#throttle = new AuthFailureThrottle(this.#config.throttle);
+    this.#limits = settings.limits ?? new ThreadLimits(this.#config);
     const idleTimeoutMs = this.#config.idleTimeoutMs;
     if (idleTimeoutMs > 0) {
       // One sweep over all sessions instead of a timer reset on every read: the hot path only
@@ -235,7 +236,7 @@ export class Server implements RunningServer {
       // A proxy's own address says nothing about its clients: per-address limits wait for the
       // PROXY header (#admitProxied); only the global cap applies here.
       const viaProxy = this.#config.trustedProxies?.trusts(address) ?? false;
-      const refusal = viaProxy ? this.#globalRefusal() : this.#refusalFor(address);
+      const refusal = this.#limits.connect(viaProxy ? undefined : address);
       if (refusal !== undefined) {
         this.#refuse(tcp, address, formatAddr(tcp.remoteAddr), refusal);
         continue;
@@ -251,33 +252,8 @@ export class Server implements RunningServer {
       };
       this.#nextId += this.#idStep;
       this.#sessions.add(session);
-      if (session.counted) this.#countAddress(address, +1);
       session.task = this.#serveSession(session);
     }
-  }
-
-  #globalRefusal(): RefusalReason | undefined {
-    return this.#sessions.size >= this.#config.maxConnections ? "connection-limit" : undefined;
-  }
-
-  #countAddress(address: string, change: 1 | -1): void {
-    const count = (this.#perAddress.get(address) ?? 0) + change;
-    if (count === 0) this.#perAddress.delete(address);
-    else this.#perAddress.set(address, count);
-  }
-
-  /** Why a new connection from `address` may not start, if it may not. */
-  #refusalFor(address: string): RefusalReason | undefined {
-    return this.#globalRefusal() ?? this.#addressRefusal(address);
-  }
-
-  #addressRefusal(address: string): RefusalReason | undefined {
-    if (this.#throttle.blockedFor(address) > 0) return "throttled";
-    const cap = this.#config.maxConnectionsPerAddress;
-    if (cap > 0 && (this.#perAddress.get(address) ?? 0) >= cap) {
-      return "address-limit";
-    }
-    return undefined;
   }
 
   #refuse(tcp: Deno.TcpConn, address: string, remote: string, reason: RefusalReason): void {
@@ -288,7 +264,7 @@ export class Server implements RunningServer {
       ? this.#config.maxConnectionsPerAddress
       : undefined;
     const retryInMs = reason === "throttled"
-      ? Math.ceil(this.#throttle.blockedFor(address))
+      ? Math.ceil(this.#limits.blockedFor(address))
       : undefined;
     this.#logger.log("warn", "refused", {
       remote,
@@ -343,7 +319,7 @@ export class Server implements RunningServer {
    * ones is ever revealed per cool-down; honest clients are never made to wait.
    */
   #policyFor(session: Session): AuthenticationPolicy {
-    if (!this.#throttle.enabled) return this.#policy;
+    if (!this.#limits.throttling) return this.#policy;
     return {
       ...this.#policy,
       afterCheck: (valid) => {
@@ -351,14 +327,14 @@ export class Server implements RunningServer {
           session.failureCounted = true;
           this.#countFailure(session.address);
         }
-        return this.#throttle.blockedFor(session.address) === 0;
+        return this.#limits.blockedFor(session.address) === 0;
       },
     };
   }
 
   /** Counts a failed handshake from `address`, and logs the cool-down it may start. */
   #countFailure(address: string): void {
-    const cooldownMs = this.#throttle.recordFailure(address);
+    const cooldownMs = this.#limits.recordFailure(address);
     if (cooldownMs > 0) {
       this.#stats.throttled++;
       this.#logger.log("warn", "throttling", { address, cooldownMs });
@@ -429,7 +405,7 @@ export class Server implements RunningServer {
     const { conn } = session;
     closeQuietly(conn.tcp);
     this.#sessions.delete(session);
-    if (session.counted) this.#countAddress(session.address, -1);
+    this.#limits.disconnect(session.counted ? session.address : undefined);
     this.#stats.bytesIn += conn.bytesIn;
     this.#stats.bytesOut += conn.bytesOut;
     this.#logger.log("info", "closed", {
@@ -498,13 +474,12 @@ export class Server implements RunningServer {
       session.remote = formatAddr(header.source);
       this.#logger.log("info", "proxied", { id: session.id, remote: session.remote, proxy });
     }
-    const refusal = this.#addressRefusal(session.address);
+    const refusal = this.#limits.identify(session.address);
     if (refusal !== undefined) {
       this.#refuse(session.conn.tcp, session.address, session.remote, refusal);
       return false;
     }
     session.counted = true;
-    this.#countAddress(session.address, +1);
     return true;
   }
 
@@ -583,6 +558,7 @@ export interface ListenHooks {
   reusePort?: boolean;
   firstId?: number;
   idStep?: number;
+  limits?: Limits;
 }
 
 /**
@@ -607,6 +583,7 @@ export async function listen(config: ResolvedConfig, hooks: ListenHooks = {}): P
     logger: hooks.logger ?? createLogger(config.log),
     firstId: hooks.firstId,
     idStep: hooks.idStep,
+    limits: hooks.limits,
   });
 }
 

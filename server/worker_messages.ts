@@ -15,8 +15,10 @@ export type ToWorker =
     /** This worker's number, from 1, and how many there are: its connection ids never repeat. */
     id: number;
     count: number;
-    /** The pool's configuration as the caller gave it, with this worker's share of the caps. */
+    /** The pool's configuration as the caller gave it, with the port it found. */
     config: ServerConfig;
+    /** The pool's `SharedLimits`, which every worker counts against. */
+    limits: SharedArrayBuffer;
   }
   | { type: "stats"; request: number }
   | { type: "secrets"; request: number; secret: Uint8Array; previousSecret?: Uint8Array }

@@ -10,6 +10,7 @@
 import { HmacEchoError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { DEFAULT_GRACE_PERIOD_MS, type ResolvedConfig, type ServerConfig } from "./config.ts";
+import { SharedLimits } from "./shared_limits.ts";
 import { addStats, copyStats, emptyStats, type ServerStats } from "./stats.ts";
 import type { RunningServer, Secrets } from "./running.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
@@ -43,8 +44,9 @@ export async function startWorkerPool(
     // plain listener fails on a port that is taken, whoever holds it: probe with one first.
     Deno.listen({ hostname: resolved.hostname, port }).close();
   }
-  // The threads share the process's descriptors, so they share its connection cap too.
-  const maxConnections = Math.max(1, Math.floor(resolved.maxConnections / count));
+  // One set of limits for all threads: the caps and the throttle hold for the server as a whole,
+  // however unevenly the kernel spreads connections over the threads.
+  const limits = new SharedLimits(resolved).buffer;
   const pool = new WorkerPool(workers, logger);
   try {
     for (let id = 1; id <= count; id++) {
@@ -54,7 +56,8 @@ export async function startWorkerPool(
         type: "start",
         id,
         count,
-        config: { ...config, port, maxConnections, workers: 1 },
+        config: { ...config, port, workers: 1 },
+        limits,
       });
       const message = await reply;
       if (message.type === "failed") throw listenError(message.name, message.message);

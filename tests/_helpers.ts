@@ -116,6 +116,21 @@ export async function startServer(options: Partial<ServeOptions> = {}): Promise<
   };
 }
 
+/** A pool of `workers` server threads (no logger: it cannot cross threads); `await using` closes it. */
+export async function startWorkers(
+  workers: number,
+  options: Partial<ServeOptions> = {},
+): Promise<AsyncDisposable & { server: RunningServer; port: number }> {
+  const server = await serve({
+    secret: SECRET,
+    hostname: "127.0.0.1",
+    port: 0,
+    workers,
+    ...options,
+  });
+  return { server, port: server.addr.port, [Symbol.asyncDispose]: () => server.close() };
+}
+
 /** A connection that has read its challenge and speaks the protocol by hand. */
 export interface RawClient {
   conn: Deno.TcpConn;
@@ -235,4 +250,40 @@ export async function sessionFrom(
 export function answerWith(secret: Uint8Array) {
   return async (challenge: Uint8Array) =>
     await computeAnswer(await SecretKeys.import(secret), challenge);
+}
+
+/** A connection from {@linkcode holdFrom}: admitted (it got its challenge) or refused. */
+export interface HeldConnection {
+  /** Whether the server sent the 32-byte challenge; false when it closed without it. */
+  admitted: boolean;
+  /** Closes the connection and resolves once it is closed. */
+  close(): Promise<void>;
+}
+
+/**
+ * Connects from a chosen loopback source address and resolves as soon as the server decided:
+ * with the whole challenge (admitted, and the connection stays open) or with a close (refused).
+ */
+export async function holdFrom(localAddress: string, port: number): Promise<HeldConnection> {
+  const { default: net } = await import("node:net");
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+  const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+  let received = 0;
+  const admitted = await new Promise<boolean>((resolve, reject) => {
+    socket.on("data", (chunk: Uint8Array) => {
+      received += chunk.length;
+      if (received >= CHALLENGE_LENGTH) resolve(true);
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code !== "ECONNRESET") reject(error);
+    });
+    closed.then(() => resolve(false));
+  });
+  return {
+    admitted,
+    close: () => {
+      socket.destroy();
+      return closed;
+    },
+  };
 }

@@ -10,12 +10,14 @@ import {
   answerWith,
   decoder,
   encoder,
+  holdFrom,
   openAuthenticated,
   openRaw,
   readToEnd,
   SECRET,
   sessionFrom,
   startServer,
+  startWorkers,
   withTimeout,
 } from "./_helpers.ts";
 import { freshEnv, ROOT, ServerProcess, startServeTask, taskArgs } from "./_process.ts";
@@ -71,6 +73,43 @@ Deno.test("the per-address cap refuses one address's extra connections, not anot
     assert.deepEqual((await server.stats()).refused, { "address-limit": 1 });
   } finally {
     for (const raw of held) raw.conn.close();
+  }
+});
+
+Deno.test("with workers: 2 the per-address cap counts one address's connections on every thread", async () => {
+  await using started = await startWorkers(2, { maxConnectionsPerAddress: 3 });
+  const { server, port } = started;
+  // Twelve from 127.0.0.7, one after another: the kernel spreads them over both threads, yet
+  // only three are admitted in all (counted per thread, up to six would be).
+  const held = [];
+  try {
+    for (let i = 0; i < 12; i++) held.push(await holdFrom("127.0.0.7", port));
+    assert.equal(held.filter((connection) => connection.admitted).length, 3);
+    // Another address is served.
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("other") });
+    assert.equal(decoder.decode(reply), "OTHER");
+    assert.deepEqual((await server.stats()).refused, { "address-limit": 9 });
+  } finally {
+    await Promise.all(held.map((connection) => connection.close()));
+  }
+});
+
+Deno.test("with workers: 2 the connection cap counts every thread's connections", async () => {
+  // An odd cap: split evenly, two threads would admit 2 + 2, whichever thread the kernel picks.
+  await using started = await startWorkers(2, { maxConnections: 5 });
+  const { server, port } = started;
+  const held = [];
+  try {
+    for (let i = 0; i < 5; i++) held.push(await holdFrom("127.0.0.1", port));
+    assert.deepEqual(held.map((connection) => connection.admitted), [true, true, true, true, true]);
+    const sixth = await holdFrom("127.0.0.1", port);
+    held.push(sixth);
+    assert.equal(sixth.admitted, false);
+    const stats = await server.stats();
+    assert.deepEqual(stats.refused, { "connection-limit": 1 });
+    assert.equal(stats.active, 5);
+  } finally {
+    await Promise.all(held.map((connection) => connection.close()));
   }
 });
 
@@ -156,6 +195,34 @@ Deno.test("guesses sent in parallel from one address: no more verdicts than one 
   const checked = (stats.rejected["wrong-digest"] ?? 0) + (stats.rejected["wrong-proof"] ?? 0);
   assert.equal(checked + unchecked, 120);
   assert.equal(stats.throttled, 2, "both addresses began a cool-down");
+});
+
+Deno.test("with workers: 2 guesses sent in parallel are checked no faster than one thread alone allows", async () => {
+  const maxFailures = 3;
+  await using started = await startWorkers(2, {
+    throttle: { maxFailures, windowMs: 60_000, cooldownMs: 60_000 },
+  });
+  const { server, port } = started;
+  // 60 wrong answers at once from 127.0.0.8, spread by the kernel over both threads.
+  await Promise.all(
+    Array.from({ length: 60 }, () => sessionFrom("127.0.0.8", port, answerWith(WRONG))),
+  );
+  let stats = await server.stats();
+  const checked = stats.rejected["wrong-digest"] ?? 0;
+  assert.ok(checked <= maxFailures, `guesses checked: ${checked}`);
+  const unchecked = (stats.rejected.throttled ?? 0) + (stats.refused.throttled ?? 0);
+  assert.equal(checked + unchecked, 60);
+  assert.equal(stats.throttled, 1, "one cool-down for the server, not one per thread");
+
+  // The cool-down holds on every thread: even the right secret is turned away at once.
+  for (let i = 0; i < 4; i++) {
+    assert.equal((await sessionFrom("127.0.0.8", port, answerWith(SECRET))).length, 0);
+  }
+  const reply = await exchange({ secret: SECRET, port, message: encoder.encode("fine") });
+  assert.equal(decoder.decode(reply), "FINE");
+  stats = await server.stats();
+  assert.equal(stats.authenticated, 1);
+  assert.equal(stats.rejected["wrong-digest"] ?? 0, checked, "no more guesses were checked");
 });
 
 Deno.test("honest configuration mismatches do not count towards the throttle", async () => {

@@ -1,15 +1,57 @@
-/** The failed-authentication throttle, on a clock the test controls. */
+/**
+ * The failed-authentication throttle, on a clock the test controls: each behaviour for a server in
+ * one thread (`AuthFailureThrottle`) and for a worker pool's shared table (`SharedLimits`).
+ */
 
 import assert from "node:assert/strict";
-import { AuthFailureThrottle, type ThrottleOptions } from "../server/throttle.ts";
+import { SharedLimits } from "../server/shared_limits.ts";
+import {
+  AuthFailureThrottle,
+  DEFAULT_THROTTLE_COOLDOWN_MS,
+  DEFAULT_THROTTLE_ENTRIES,
+  DEFAULT_THROTTLE_FAILURES,
+  DEFAULT_THROTTLE_MAX_COOLDOWN_MS,
+  DEFAULT_THROTTLE_WINDOW_MS,
+  type ThrottleOptions,
+} from "../server/throttle.ts";
 
-function throttleWithClock(options: ThrottleOptions = {}) {
-  const clock = { now: 0 };
-  const throttle = new AuthFailureThrottle({ now: () => clock.now, ...options });
-  return { throttle, clock };
+/** What both implementations answer to. */
+type Throttle = Pick<
+  AuthFailureThrottle,
+  "recordFailure" | "blockedFor" | "size"
+>;
+
+const IMPLEMENTATIONS = {
+  AuthFailureThrottle: (options: ThrottleOptions): Throttle => new AuthFailureThrottle(options),
+  SharedLimits: ({ now, ...options }: ThrottleOptions): Throttle =>
+    new SharedLimits({
+      maxConnections: 16,
+      maxConnectionsPerAddress: 0,
+      throttle: {
+        maxFailures: options.maxFailures ?? DEFAULT_THROTTLE_FAILURES,
+        windowMs: options.windowMs ?? DEFAULT_THROTTLE_WINDOW_MS,
+        cooldownMs: options.cooldownMs ?? DEFAULT_THROTTLE_COOLDOWN_MS,
+        maxCooldownMs: options.maxCooldownMs ?? DEFAULT_THROTTLE_MAX_COOLDOWN_MS,
+        maxEntries: options.maxEntries ?? DEFAULT_THROTTLE_ENTRIES,
+      },
+    }, { now }),
+};
+
+/** A throttle of each kind on a clock the test moves by hand. */
+type WithClock = (options?: ThrottleOptions) => { throttle: Throttle; clock: { now: number } };
+
+/** Defines the test once per implementation, named after it. */
+function test(name: string, fn: (throttleWithClock: WithClock) => void | Promise<void>) {
+  for (const [kind, build] of Object.entries(IMPLEMENTATIONS)) {
+    Deno.test(`${kind} ${name}`, () =>
+      fn((options = {}) => {
+        const clock = { now: 0 };
+        return { throttle: build({ now: () => clock.now, ...options }), clock };
+      }));
+  }
 }
 
-Deno.test("AuthFailureThrottle blocks an address after maxFailures within the window", () => {
+test("blocks an address after maxFailures within the window", (throttleWithClock) => {
   const { throttle } = throttleWithClock({ maxFailures: 3, cooldownMs: 1_000 });
   assert.equal(throttle.recordFailure("a"), 0);
   assert.equal(throttle.recordFailure("a"), 0);
@@ -19,7 +61,7 @@ Deno.test("AuthFailureThrottle blocks an address after maxFailures within the wi
   assert.equal(throttle.blockedFor("b"), 0, "other addresses are not affected");
 });
 
-Deno.test("AuthFailureThrottle lets the cool-down run out", () => {
+test("lets the cool-down run out", (throttleWithClock) => {
   const { throttle, clock } = throttleWithClock({ maxFailures: 1, cooldownMs: 1_000 });
   throttle.recordFailure("a");
   clock.now = 999;
@@ -28,7 +70,7 @@ Deno.test("AuthFailureThrottle lets the cool-down run out", () => {
   assert.equal(throttle.blockedFor("a"), 0);
 });
 
-Deno.test("AuthFailureThrottle forgets failures older than the window", () => {
+test("forgets failures older than the window", (throttleWithClock) => {
   const { throttle, clock } = throttleWithClock({ maxFailures: 2, windowMs: 10_000 });
   throttle.recordFailure("a");
   clock.now = 10_001;
@@ -36,7 +78,7 @@ Deno.test("AuthFailureThrottle forgets failures older than the window", () => {
   assert.ok(throttle.recordFailure("a") > 0);
 });
 
-Deno.test("AuthFailureThrottle doubles the cool-down on each repeat offence, up to the maximum", () => {
+test("doubles the cool-down on each repeat offence, up to the maximum", (throttleWithClock) => {
   const { throttle, clock } = throttleWithClock({
     maxFailures: 1,
     cooldownMs: 1_000,
@@ -51,7 +93,7 @@ Deno.test("AuthFailureThrottle doubles the cool-down on each repeat offence, up 
   assert.deepEqual(cooldowns, [1_000, 2_000, 4_000, 5_000, 5_000]);
 });
 
-Deno.test("AuthFailureThrottle ignores failures during a cool-down (connections from before it)", () => {
+test("ignores failures during a cool-down (connections from before it)", (throttleWithClock) => {
   const { throttle, clock } = throttleWithClock({ maxFailures: 2, cooldownMs: 1_000 });
   throttle.recordFailure("a");
   assert.equal(throttle.recordFailure("a"), 1_000);
@@ -62,7 +104,7 @@ Deno.test("AuthFailureThrottle ignores failures during a cool-down (connections 
   assert.equal(throttle.recordFailure("a"), 2_000, "the next offence after it is the second");
 });
 
-Deno.test("AuthFailureThrottle starts over for an address quiet for a whole maximum cool-down", () => {
+test("starts over for an address quiet for a whole maximum cool-down", (throttleWithClock) => {
   const { throttle, clock } = throttleWithClock({
     maxFailures: 1,
     cooldownMs: 1_000,
@@ -75,7 +117,7 @@ Deno.test("AuthFailureThrottle starts over for an address quiet for a whole maxi
   assert.equal(throttle.recordFailure("a"), 1_000);
 });
 
-Deno.test("AuthFailureThrottle stays within maxEntries under a flood of distinct addresses", () => {
+test("stays within maxEntries under a flood of distinct addresses", (throttleWithClock) => {
   const { throttle, clock } = throttleWithClock({ maxFailures: 2, maxEntries: 1_000 });
   for (let i = 0; i < 100_000; i++) {
     clock.now++;
@@ -85,7 +127,7 @@ Deno.test("AuthFailureThrottle stays within maxEntries under a flood of distinct
   assert.equal(throttle.size, 1_000);
 });
 
-Deno.test("AuthFailureThrottle keeps the most recently seen addresses when it must forget", () => {
+test("keeps the most recently seen addresses when it must forget", (throttleWithClock) => {
   const { throttle, clock } = throttleWithClock({ maxFailures: 2, maxEntries: 2 });
   throttle.recordFailure("old");
   clock.now++;
@@ -98,10 +140,13 @@ Deno.test("AuthFailureThrottle keeps the most recently seen addresses when it mu
   assert.equal(throttle.recordFailure("old"), 0, "old's earlier failure was forgotten");
 });
 
-Deno.test("AuthFailureThrottle with maxFailures 0 never blocks and remembers nothing", () => {
+test("with maxFailures 0 never blocks and remembers nothing", (throttleWithClock) => {
   const { throttle } = throttleWithClock({ maxFailures: 0 });
   for (let i = 0; i < 100; i++) assert.equal(throttle.recordFailure("a"), 0);
   assert.equal(throttle.blockedFor("a"), 0);
   assert.equal(throttle.size, 0);
-  assert.equal(throttle.enabled, false);
+  const enabled = throttle instanceof SharedLimits
+    ? throttle.throttling
+    : (throttle as AuthFailureThrottle).enabled;
+  assert.equal(enabled, false);
 });
