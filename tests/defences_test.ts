@@ -197,7 +197,7 @@ Deno.test("guesses sent in parallel from one address: no more verdicts than one 
   assert.equal(stats.throttled, 2, "both addresses began a cool-down");
 });
 
-Deno.test("with workers: 2 guesses sent in parallel are checked no faster than one thread alone allows", async () => {
+Deno.test("with workers: 2 guesses sent in parallel learn no more verdicts than one thread allows", async () => {
   const maxFailures = 3;
   await using started = await startWorkers(2, {
     throttle: { maxFailures, windowMs: 60_000, cooldownMs: 60_000 },
@@ -208,8 +208,9 @@ Deno.test("with workers: 2 guesses sent in parallel are checked no faster than o
     Array.from({ length: 60 }, () => sessionFrom("127.0.0.8", port, answerWith(WRONG))),
   );
   let stats = await server.stats();
+  // Told "wrong": under the threshold for the server as a whole; the rest withheld or refused.
   const checked = stats.rejected["wrong-digest"] ?? 0;
-  assert.ok(checked <= maxFailures, `guesses checked: ${checked}`);
+  assert.ok(checked < maxFailures, `wrong verdicts revealed: ${checked}`);
   const unchecked = (stats.rejected.throttled ?? 0) + (stats.refused.throttled ?? 0);
   assert.equal(checked + unchecked, 60);
   assert.equal(stats.throttled, 1, "one cool-down for the server, not one per thread");
@@ -222,7 +223,7 @@ Deno.test("with workers: 2 guesses sent in parallel are checked no faster than o
   assert.equal(decoder.decode(reply), "FINE");
   stats = await server.stats();
   assert.equal(stats.authenticated, 1);
-  assert.equal(stats.rejected["wrong-digest"] ?? 0, checked, "no more guesses were checked");
+  assert.equal(stats.rejected["wrong-digest"] ?? 0, checked, "no more verdicts were revealed");
 });
 
 Deno.test("honest configuration mismatches do not count towards the throttle", async () => {
