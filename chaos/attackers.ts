@@ -1,10 +1,11 @@
 /**
- * The chaos suite's clients: honest ones that verify every byte, and the hostile ones of issue 4.
- * Each keeps a tally of what it saw, so the suite can check the server's counters against it.
+ * The chaos suite's clients: honest ones that verify every byte, and the hostile ones of issue 4
+ * and issue 15. Each keeps a tally of what it saw, so the suite can check the server's counters
+ * against it.
  */
 
 import net from "node:net";
-import { concat, writeAll } from "../_io.ts";
+import { type ByteStream, concat, writeAll } from "../_io.ts";
 import { createChallenge, readChallenge } from "../protocol/challenge.ts";
 import { computeAnswer } from "../protocol/v1.ts";
 import { computeProof, encodeHelloHead, sendHello } from "../protocol/v2.ts";
@@ -113,6 +114,23 @@ class RawSocket {
         this.#socket.on("close", done);
       }
     });
+  }
+
+  /** A ByteStream over this socket, for the protocol code: reads what has arrived. */
+  stream(): ByteStream {
+    return {
+      read: async (buffer) => {
+        while (this.#bufferedLength === 0 && !this.#ended) {
+          await new Promise<void>((resolve) => this.#wake = resolve);
+          this.#wake = undefined;
+        }
+        if (this.#bufferedLength === 0) return null;
+        const bytes = await this.readExactly(Math.min(buffer.length, this.#bufferedLength));
+        buffer.set(bytes!);
+        return bytes!.length;
+      },
+      write: async (data) => (await this.write(data), data.length),
+    };
   }
 
   get ended(): boolean {
@@ -431,6 +449,61 @@ export async function halfOpen(target: Target, from: string, count: number): Pro
     if (socket) await socket.closed; // the server's idle timeout ends it
   }));
   return tally;
+}
+
+/**
+ * Authenticated clients that each echo one 64 KiB burst and then hold the connection idle until
+ * the idle timeout closes it; half speak v1, half v2 with encryption. An idle connection must not
+ * keep the burst's buffers (issue 15): the suite's memory checks see it if one does.
+ */
+export async function burstThenIdle(target: Target, from: string, count: number): Promise<Tally> {
+  const tally = newTally("burst, then idle");
+  const burst = new Uint8Array(64 * 1024).fill(0x64); // "d"
+  await Promise.all(Array.from({ length: count }, async (_, i) => {
+    const opened = await openChallenged(target, from, tally);
+    if (!opened) return;
+    const { socket, challenge } = opened;
+    let stream: ByteStream = socket.stream();
+    if (i % 2 === 0) {
+      await socket.write(await computeAnswer(target.key, challenge));
+      tally.authenticated++; // the answer is right: the server counts it before any echo
+    } else {
+      const hello = await sendHello(stream, target.key, challenge, {
+        digest: "sha256",
+        mode: "encrypt",
+      });
+      if (hello.outcome !== "accepted") {
+        tally.failures++;
+        tally.notes.push(`an honest hello was not accepted: ${hello.outcome}`);
+        socket.destroy();
+        return;
+      }
+      tally.authenticated++;
+      stream = new FramedConnection(stream, hello.session.frameKeys!);
+    }
+    const [, echo] = await Promise.all([writeAll(stream, burst), readAll(stream, burst.length)]);
+    if (!echo?.every((byte) => byte === 0x44)) {
+      tally.failures++;
+      tally.notes.push("a burst came back wrong");
+    }
+    await socket.closed; // idle until the server's idle timeout ends it
+  }));
+  return tally;
+}
+
+/** Reads `length` bytes, or null if the stream ends (or fails) first. */
+async function readAll(stream: ByteStream, length: number): Promise<Uint8Array | null> {
+  const buffer = new Uint8Array(length);
+  try {
+    for (let filled = 0; filled < length;) {
+      const n = await stream.read(buffer.subarray(filled));
+      if (n === null) return null;
+      filled += n;
+    }
+  } catch {
+    return null;
+  }
+  return buffer;
 }
 
 /** A client that sends `bytes` without ever reading: backpressure, then the idle timeout. */

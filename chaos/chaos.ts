@@ -2,10 +2,10 @@
  * The chaos suite: `deno task chaos [--quick]`.
  *
  * Starts `hmac-echo serve` as its own process under a descriptor limit, then runs honest clients
- * (every echoed byte checked) at the same time as every hostile client of issue 4. It prints what
- * each did and what happened, and fails unless: no honest session failed, the server never died,
- * its descriptors and memory came back near the baseline, and its own counters match what the
- * clients saw. Loopback only; every loop is bounded in count and time.
+ * (every echoed byte checked) at the same time as every hostile client of issues 4 and 15. It
+ * prints what each did and what happened, and fails unless: no honest session failed, the server
+ * never died, its descriptors and memory came back near the baseline, and its own counters match
+ * what the clients saw. Loopback only; every loop is bounded in count and time.
  */
 
 import { parseArgs } from "node:util";
@@ -28,6 +28,7 @@ const config = quick
     connectFlood: 600,
     resets: 20,
     halfOpen: 10,
+    burstThenIdle: 20,
     neverReadsBytes: 64 * 1024 * 1024,
     descriptorFlood: 1_500,
     tamperedFrames: 20,
@@ -44,6 +45,7 @@ const config = quick
     connectFlood: 5_000,
     resets: 200,
     halfOpen: 100,
+    burstThenIdle: 40,
     neverReadsBytes: 1024 * 1024 * 1024,
     descriptorFlood: 1_500,
     tamperedFrames: 200,
@@ -193,6 +195,7 @@ for (let round = 1; round <= rounds; round++) {
     attack.connectFlood(target, `127.0.${round}.13`, config.connectFlood),
     attack.midStreamResets(target, `127.0.${round}.14`, config.resets),
     attack.halfOpen(target, `127.0.${round}.15`, config.halfOpen),
+    attack.burstThenIdle(target, `127.0.${round}.18`, config.burstThenIdle),
     attack.neverReads(target, `127.0.${round}.16`, config.neverReadsBytes),
     attack.descriptorFlood(target, `127.0.${round}.17`, config.descriptorFlood),
     attack.tamperedFrames(target, config.tamperedFrames),

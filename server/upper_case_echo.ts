@@ -5,16 +5,17 @@
  */
 
 import { type ByteStream, writeAll } from "../_io.ts";
+import { FramedConnection } from "../protocol/frames.ts";
 import type { TrafficCounters } from "./service.ts";
 
 /**
- * The read buffer starts small, because an idle connection holds its buffer for as long as its
- * read is pending (10 000 idle clients × 64 KiB would be 640 MB), and doubles whenever a read
- * fills it, up to a size that suits bulk transfers. It halves again after a run of small reads.
+ * A read may wait as long as the client is idle, and a waiting read pins its buffer (10 000 idle
+ * clients × 64 KiB would be 640 MB), so a read gets a small buffer unless the read before it
+ * filled its own, which shows that more is waiting. Then it gets a bulk buffer, twice as big for
+ * each read in a row that fills it, up to a size that suits bulk transfers.
  */
-const MIN_READ_BUFFER = 1024;
+const SMALL_READ_BUFFER = 1024;
 const MAX_READ_BUFFER = 256 * 1024;
-const SMALL_READS_BEFORE_SHRINKING = 16;
 
 /**
  * Upper-cases a UTF-8 byte stream chunk by chunk, keeping characters split across chunks whole.
@@ -132,6 +133,40 @@ function upperCaseByte(chunk: Uint8Array, i: number): boolean {
 }
 
 /**
+ * Chooses each read's buffer for the echo over a byte stream (see {@linkcode SMALL_READ_BUFFER}):
+ * read into `buffer`, then hand the count to `took`. Exported for its tests only.
+ */
+export class ReadBuffers {
+  #small = new Uint8Array(SMALL_READ_BUFFER);
+  /** The first bulk buffer's size once the small one fills. */
+  #bulkSize = 2 * SMALL_READ_BUFFER;
+  /** Bytes read since the last short read: the burst so far. */
+  #burst = 0;
+  /** The buffer for the next read. */
+  buffer: Uint8Array = this.#small;
+
+  /** The bytes the read put into `buffer`; picks the next read's buffer. */
+  took(n: number): Uint8Array {
+    const buffer = this.buffer;
+    this.#burst += n;
+    if (n < buffer.length) {
+      // The burst is over. The next one starts with a bulk buffer that would have held this one,
+      // so bursts of one size take two reads each, and a client whose bursts shrink (or whose
+      // message exactly fills the small buffer) leaves no bigger read waiting than they need.
+      const fits = 2 ** Math.ceil(Math.log2(this.#burst));
+      this.#bulkSize = Math.min(MAX_READ_BUFFER, Math.max(2 * SMALL_READ_BUFFER, fits));
+      this.#burst = 0;
+      this.buffer = this.#small; // the bulk buffer, if any, is let go with the chunk
+    } else if (buffer === this.#small) {
+      this.buffer = new Uint8Array(this.#bulkSize);
+    } else if (buffer.length < MAX_READ_BUFFER) {
+      this.buffer = new Uint8Array(Math.min(2 * buffer.length, MAX_READ_BUFFER));
+    } // else the largest buffer, filled again: it serves the next read too
+    return buffer.subarray(0, n);
+  }
+}
+
+/**
  * The default service handler: echoes the client's bytes upper-cased until it half-closes.
  *
  * Each chunk is written before the next is read, so a client that does not read its replies is
@@ -143,33 +178,32 @@ export async function upperCaseEcho(
   conn: ByteStream,
   counters?: TrafficCounters,
 ): Promise<void> {
-  let buffer = new Uint8Array(MIN_READ_BUFFER);
-  let smallReads = 0;
   const upper = new UpperCaseTransformer();
   const tally = counters ?? { bytesIn: 0, bytesOut: 0, activity: 0 };
+  let reads: ReadBuffers | undefined;
   while (true) {
-    const n = await conn.read(buffer);
+    let chunk: Uint8Array | null;
+    if (conn instanceof FramedConnection) {
+      // Each payload is upper-cased where it was decrypted or verified: no buffer of the echo's
+      // own waits for the next frame, and each payload goes back as one frame. Read into
+      // ReadBuffers, a 64 KiB payload went back as two (the small read's 1 KiB, then the rest),
+      // at 13-29% more CPU per MB (in-process, median of 60 paired runs).
+      chunk = await conn.readChunk();
+    } else {
+      reads ??= new ReadBuffers();
+      const n = await conn.read(reads.buffer);
+      chunk = n === null ? null : reads.took(n);
+    }
     tally.activity++;
-    if (n === null) break;
-    tally.bytesIn += n;
-    const out = upper.transform(buffer.subarray(0, n));
+    if (chunk === null) break;
+    tally.bytesIn += chunk.length;
+    const out = upper.transform(chunk);
     // Inline rather than writeAll(): this loop is the server's hot path, and one async layer
     // less per chunk is measurable (bench/).
     let written = await conn.write(out);
     while (written < out.length) written += await conn.write(out.subarray(written));
     tally.bytesOut += out.length;
     tally.activity++;
-    if (n === buffer.length && buffer.length < MAX_READ_BUFFER) {
-      buffer = new Uint8Array(buffer.length * 2);
-      smallReads = 0;
-    } else if (n < buffer.length / 4 && buffer.length > MIN_READ_BUFFER) {
-      if (++smallReads >= SMALL_READS_BEFORE_SHRINKING) {
-        buffer = new Uint8Array(buffer.length / 2);
-        smallReads = 0;
-      }
-    } else {
-      smallReads = 0;
-    }
   }
   const rest = upper.flush();
   if (rest.length > 0) {

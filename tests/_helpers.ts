@@ -1,6 +1,6 @@
 /** Shared test helpers: a logger tests can wait on, raw protocol clients, process helpers. */
 
-import { type ByteStream, concat, readFull, writeAll } from "../_io.ts";
+import { type ByteStream, closeQuietly, concat, readFull, writeAll } from "../_io.ts";
 import { CHALLENGE_LENGTH } from "../protocol/challenge.ts";
 import { SecretKeys } from "../protocol/keys.ts";
 import { computeAnswer } from "../protocol/v1.ts";
@@ -286,4 +286,68 @@ export async function holdFrom(localAddress: string, port: number): Promise<Held
       return closed;
     },
   };
+}
+
+/** Both ends of one TCP connection on 127.0.0.1 (port 0); `using` closes both. */
+export async function tcpPair(): Promise<
+  { client: Deno.TcpConn; server: Deno.TcpConn } & Disposable
+> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const [server, client] = await Promise.all([
+      listener.accept(),
+      Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    ]);
+    return {
+      client,
+      server,
+      [Symbol.dispose]() {
+        closeQuietly(client);
+        closeQuietly(server);
+      },
+    };
+  } finally {
+    listener.close();
+  }
+}
+
+/**
+ * A stream that notes the buffer size of every read asked of it, and how many bytes had been read
+ * before it: what a test needs to see which buffer a read that waits for the peer pins.
+ */
+export class ReadRecorder implements ByteStream {
+  /** Each read asked for: the bytes read before it, and its buffer's size. */
+  readonly reads: { after: number; size: number }[] = [];
+  #bytesRead = 0;
+  #waiters: { after: number; resolve: (size: number) => void }[] = [];
+
+  constructor(readonly inner: ByteStream) {}
+
+  read(buffer: Uint8Array): Promise<number | null> {
+    const after = this.#bytesRead;
+    this.reads.push({ after, size: buffer.length });
+    this.#waiters = this.#waiters.filter((waiter) => {
+      if (waiter.after !== after) return true;
+      waiter.resolve(buffer.length);
+      return false;
+    });
+    return this.inner.read(buffer).then((n) => {
+      if (n !== null) this.#bytesRead += n;
+      return n;
+    });
+  }
+
+  write(data: Uint8Array): Promise<number> {
+    return this.inner.write(data);
+  }
+
+  /** Resolves with the buffer size of the first read asked for once `bytes` had been read. */
+  readAfter(bytes: number): Promise<number> {
+    const seen = this.reads.find((read) => read.after === bytes);
+    if (seen) return Promise.resolve(seen.size);
+    return withTimeout(
+      new Promise((resolve) => this.#waiters.push({ after: bytes, resolve })),
+      `a read after ${bytes} bytes`,
+    );
+  }
 }

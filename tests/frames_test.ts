@@ -13,11 +13,23 @@ import {
   FrameError,
   type FrameErrorReason,
   type FrameKeys,
+  MAX_FRAME_PAYLOAD,
 } from "../protocol/frames.ts";
 import { createChallenge } from "../protocol/challenge.ts";
 import { SecretKeys } from "../protocol/keys.ts";
 import { concat, writeAll } from "../_io.ts";
-import { decoder, encoder, openRaw, readToEnd, SECRET, startServer } from "./_helpers.ts";
+import { upperCaseEcho } from "../server/upper_case_echo.ts";
+import {
+  decoder,
+  encoder,
+  openRaw,
+  readExactly,
+  ReadRecorder,
+  readToEnd,
+  SECRET,
+  startServer,
+  tcpPair,
+} from "./_helpers.ts";
 
 const keys = await SecretKeys.import(SECRET);
 
@@ -257,4 +269,88 @@ Deno.test("a stream that ends before any frame says so, not 'after frame -1' (§
       error instanceof FrameError && error.reason === "truncated-stream" &&
       error.detail === "the connection ended before any frame arrived",
   );
+});
+
+/** Both sides' keys for one framed session, as the handshake derives them. */
+async function sessionKeys(mode: "integrity" | "encrypt") {
+  const [serverChallenge, clientChallenge] = [createChallenge(), createChallenge()];
+  return {
+    client: await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client"),
+    server: await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server"),
+  };
+}
+
+/** The bytes `payload` bytes take on the wire when written at once: frames of up to 64 KiB. */
+function wireLength(payload: number, mode: "integrity" | "encrypt"): number {
+  const frames = Math.ceil(payload / MAX_FRAME_PAYLOAD);
+  return payload + frames * (12 + (mode === "integrity" ? 32 : 16));
+}
+
+for (const mode of ["integrity", "encrypt"] as const) {
+  Deno.test(`${mode} frames: once a burst is echoed, the read that waits has a 1 KiB buffer`, async () => {
+    using pair = await tcpPair();
+    const frameKeys = await sessionKeys(mode);
+    const recorder = new ReadRecorder(pair.server);
+    const server = new FramedConnection(recorder, frameKeys.server);
+    const client = new FramedConnection(pair.client, frameKeys.client);
+    const echoing = upperCaseEcho(server);
+    let wire = 0;
+    for (const size of [64 * 1024, 1024 * 1024 + 5, 100]) {
+      const burst = new Uint8Array(size).fill(0x62);
+      const [, echoed] = await Promise.all([client.write(burst), readExactly(client, size)]);
+      assert.ok(echoed.every((byte) => byte === 0x42), `the ${size}-byte burst came back`);
+      wire += wireLength(size, mode);
+      assert.equal(await recorder.readAfter(wire), 1024, `the read waiting after ${size} bytes`);
+      assert.equal(server.heldBytes, 1024, `no payload or bulk buffer kept after ${size} bytes`);
+    }
+    assert.ok(recorder.reads.some((read) => read.size > 32 * 1024), "frames were read in bulk");
+    await client.closeWrite();
+    await echoing;
+    await server.closeWrite();
+    assert.equal(await client.read(new Uint8Array(1)), null);
+  });
+
+  Deno.test(`${mode} frames: read() lets go of a payload once all of it has been read`, async () => {
+    using pair = await tcpPair();
+    const frameKeys = await sessionKeys(mode);
+    const server = new FramedConnection(pair.server, frameKeys.server);
+    const client = new FramedConnection(pair.client, frameKeys.client);
+    await client.write(new Uint8Array(MAX_FRAME_PAYLOAD).fill(0x63));
+    const buffer = new Uint8Array(40_000);
+    assert.equal(await server.read(buffer), 40_000);
+    assert.ok(server.heldBytes > 64 * 1024, "the frame is held while some of it is unread");
+    assert.equal(await server.read(buffer), MAX_FRAME_PAYLOAD - 40_000);
+    const waiting = server.read(buffer); // for the next frame, which the peer never sends
+    assert.equal(server.heldBytes, 1024);
+    await client.closeWrite();
+    assert.equal(await waiting, null);
+  });
+}
+
+Deno.test("framed echoes at the same time, sharing spare receive buffers, return every byte", async () => {
+  await using started = await startServer();
+  await Promise.all(Array.from({ length: 6 }, async (_, i) => {
+    const mode = i % 2 === 0 ? "integrity" : "encrypt";
+    const client = await connect({ secret: SECRET, port: started.port, mode });
+    try {
+      for (let round = 0; round < 3; round++) {
+        // Each session its own letter, and a length that ends its frames at other boundaries.
+        const size = 100_000 + i * 7_001 + round;
+        const message = new Uint8Array(size).fill(0x61 + i);
+        message[size - 1] = 0x30 + round; // a digit: stays as it is
+        const [, echoed] = await Promise.all([
+          writeAll(client, message),
+          readExactly(client, size),
+        ]);
+        const wrong = echoed.findIndex((byte, at) =>
+          byte !== (at === size - 1 ? 0x30 + round : 0x41 + i)
+        );
+        assert.equal(wrong, -1, `session ${i} (${mode}), round ${round}: byte ${wrong} is wrong`);
+      }
+      await client.closeWrite();
+      assert.equal(await client.read(new Uint8Array(1)), null);
+    } finally {
+      client.close();
+    }
+  }));
 });
