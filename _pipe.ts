@@ -2,7 +2,7 @@
  * Internal: two byte streams joined both ways, for the server's forwarder and the client's tunnel.
  * Each direction writes a chunk before it reads the next (a slow reader holds the fast writer back
  * through TCP flow control), a half-close is passed on as a half-close, and the first failure on
- * either end stops both directions, so the caller can close both ends.
+ * either end stops both directions: the caller's `abort` closes both ends.
  *
  * @module
  */
@@ -37,6 +37,11 @@ export interface PipeResult {
 
 /** Options for {@linkcode pipeBoth}. */
 export interface PipeOptions {
+  /**
+   * Called once, at the first failure: it must close both ends, which ends the direction still
+   * running (a reset on one side becomes a close on the other).
+   */
+  abort: (failure: PipeFailure) => void;
   /** Told of every chunk once it is written; `from` is the end it was read from. */
   onChunk?: (from: PipeSide, bytes: number) => void;
   /** Bytes read at a time, per direction. Default 64 KiB: one full v2 frame. */
@@ -47,17 +52,16 @@ const DEFAULT_BUFFER_SIZE = 64 * 1024;
 
 /**
  * Copies `a` to `b` and `b` to `a` at once. When one end's read returns `null` (its half-close),
- * the other end is half-closed in turn and the opposite direction goes on. Resolves when both
- * directions have ended, or at the first failure: then the direction still running is left
- * where it is, and the caller must close both ends, which ends it (a reset is passed on as a
- * close). It never rejects.
+ * the other end is half-closed in turn and the opposite direction goes on. At the first failure
+ * `options.abort` closes both ends. Resolves when both directions have ended, with nothing of
+ * the pipe left running; it never rejects.
  *
  * A write that fails because its end has already half-closed and then gone away (a server that
  * answers a request and closes) ends that direction without a failure: nothing was lost that the
  * end wanted to read. The other end's remaining bytes are then read and discarded up to its
  * half-close, so that the connection closes without a reset.
  */
-export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions = {}): Promise<PipeResult> {
+export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions): Promise<PipeResult> {
   const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
   const result: PipeResult = { aToB: 0, bToA: 0 };
   /** Which ends have half-closed: their read returned null. */
@@ -103,7 +107,7 @@ export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions = {}): Pro
       }
       result.failure = { side, op, error };
       stopped = true;
-      finish();
+      options.abort(result.failure);
     } finally {
       if (--running === 0) finish();
     }

@@ -255,6 +255,11 @@ export class Tunnel implements AsyncDisposable {
           if (from === "a") this.#stats.bytesToServer += n;
           else this.#stats.bytesFromServer += n;
         },
+        // A failure on either side closes both: a reset passes on as a close.
+        abort: () => {
+          closeQuietly(local);
+          client.close();
+        },
       });
       toServer = result.aToB;
       fromServer = result.bToA;

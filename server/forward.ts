@@ -92,6 +92,11 @@ export function forwardTo(options: ForwardOptions, hooks: ForwardHooks): Service
         if (from === "a") stats.forwardedToTargetBytes += n;
         else stats.forwardedFromTargetBytes += n;
       },
+      // A failure on either side closes both: a reset passes on as a close.
+      abort: () => {
+        closeQuietly(upstream);
+        session.abort();
+      },
     }).finally(() => closeQuietly(upstream));
     const seconds = (performance.now() - startedAt) / 1000;
     observe(stats.forwardSeconds, seconds);

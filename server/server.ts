@@ -343,7 +343,11 @@ export class Server implements RunningServer {
       }
       session.authenticated = true;
       this.#recordAuthentication(session, outcome);
-      await this.#runService(conn, outcome, { id: session.id, remote: session.remote });
+      await this.#runService(conn, outcome, {
+        id: session.id,
+        remote: session.remote,
+        abort: () => closeQuietly(conn.tcp),
+      });
     } catch (error) {
       this.#recordFailure(session, error);
     } finally {

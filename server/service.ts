@@ -22,12 +22,17 @@ export interface ServiceStream extends ByteStream {
   closeWrite(): Promise<void>;
 }
 
-/** Which session a service is serving, for its own log lines. */
+/** Which session a service is serving, for its own log lines, and a way to cut it short. */
 export interface ServiceSession {
   /** The connection's id, as the server's log lines give it. */
   readonly id: number;
   /** The client as `address:port` (the real client's, behind a trusted proxy). */
   readonly remote: string;
+  /**
+   * Closes the client's connection at once, without an end frame: a read or write still waiting
+   * on it fails. For a service that has failed and must not wait for the client to speak.
+   */
+  abort(): void;
 }
 
 /**
