@@ -1,8 +1,9 @@
 /**
  * hmac-echo: a TCP server that lets a client in only after it proves, with an HMAC over a fresh
- * challenge, that it knows a shared secret; then echoes its bytes upper-cased, or runs your own
- * service. Protocol v2 adds mutual authentication, a digest choice and integrity or encryption
- * frames. The wire format is in docs/PROTOCOL.md; the map of the code in docs/ARCHITECTURE.md.
+ * challenge, that it knows a shared secret; then echoes its bytes upper-cased, forwards them to
+ * another service (`forward`, with {@linkcode startTunnel} as the client's end), or runs your
+ * own service. Protocol v2 adds mutual authentication, a digest choice and integrity or
+ * encryption frames. The wire format is in docs/PROTOCOL.md; the map of the code in docs/ARCHITECTURE.md.
  *
  * A server with your own service handler, and a client for it (needs `--allow-net`):
  *
@@ -39,12 +40,19 @@ export type { RunningServer, Secrets } from "./server/server.ts";
 export {
   DEFAULT_HOSTNAME,
   DEFAULT_PORT,
+  type ForwardTarget,
   type ServeOptions,
   type ServerConfig,
   type ThrottleConfig,
 } from "./server/config.ts";
 export type { Histogram, RefusalReason, ServerStats } from "./server/stats.ts";
-export type { ServiceHandler, TrafficCounters } from "./server/service.ts";
+export {
+  ServiceError,
+  type ServiceHandler,
+  type ServiceSession,
+  type ServiceStream,
+  type TrafficCounters,
+} from "./server/service.ts";
 export type { HelloRejectionReason } from "./protocol/v2.ts";
 export { upperCaseEcho } from "./server/upper_case_echo.ts";
 export { type MetricsOptions, serveMetrics } from "./server/metrics.ts";
@@ -60,6 +68,13 @@ export {
   ServerAuthenticationError,
   ServerHungUpError,
 } from "./client/client.ts";
+export {
+  type ListenAddress,
+  startTunnel,
+  Tunnel,
+  type TunnelOptions,
+  type TunnelStats,
+} from "./client/tunnel.ts";
 export { ConfigError, HmacEchoError } from "./errors.ts";
 export { ChallengeError } from "./protocol/challenge.ts";
 export { FrameError, type FrameErrorReason, type FrameMode } from "./protocol/frames.ts";

@@ -11,6 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { type BenchResult, drawCharts, median, type Metric } from "./report.ts";
+import { benchTunnels, TUNNEL_METRICS } from "./tunnels.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -20,6 +21,8 @@ const { values: flags } = parseArgs({
     workers: { type: "boolean" },
     /** Only the cost of v2 against v1 (hmac-echo alone), into results/protocol.json. */
     "protocol-only": { type: "boolean" },
+    /** Only Redis through hmac-echo's tunnel, spiped and stunnel, into results/tunnels.json. */
+    "tunnels-only": { type: "boolean" },
   },
 });
 const quick = flags.quick ?? false;
@@ -487,7 +490,7 @@ async function measure(
 // --- main ---------------------------------------------------------------------------------------
 async function build(): Promise<void> {
   await Deno.mkdir(`${BUILD}/config`, { recursive: true });
-  for (const name of ["loadgen", "epoll_server"]) {
+  for (const name of ["loadgen", "epoll_server", "bulk"]) {
     const { code, stderr } = await new Deno.Command("cc", {
       args: ["-O2", "-Wall", "-o", `${BUILD}/${name}`, `${ROOT}bench/native/${name}.c`, "-lcrypto"],
     }).output();
@@ -519,11 +522,12 @@ function machine(): Record<string, string | number> {
 await build();
 const info = machine();
 const protocolOnly = flags["protocol-only"] ?? false;
+const tunnelsOnly = flags["tunnels-only"] ?? false;
 const metrics = METRICS.filter((metric) =>
-  !protocolOnly && (!quick || QUICK_METRICS.has(metric.id))
+  !protocolOnly && !tunnelsOnly && (!quick || QUICK_METRICS.has(metric.id))
 );
-/** Which results files this run writes: quick, protocol-only, or the full run's latest. */
-const kind = quick ? "quick" : protocolOnly ? "protocol" : "full";
+/** Which results files this run writes: quick, protocol-only, tunnels-only, or the full run's. */
+const kind = quick ? "quick" : protocolOnly ? "protocol" : tunnelsOnly ? "tunnels" : "full";
 console.log(
   `hmac-echo benchmark (${quick ? "quick" : "full"}): ${REPEATS} run(s) of ${SECONDS} s each`,
 );
@@ -554,20 +558,45 @@ for (const metric of metrics) {
   for (const spec of SERVERS) await runMetric(metric, spec);
 }
 
-if (SERVERS.some((spec) => spec.name === "hmac-echo")) {
+if (!tunnelsOnly && SERVERS.some((spec) => spec.name === "hmac-echo")) {
   for (const metric of PROTOCOL_METRICS) {
     for (const variant of PROTOCOL_VARIANTS) await runMetric(metric, variantSpec(variant));
   }
   metrics.push(...PROTOCOL_METRICS);
 }
 
-if (!quick && !protocolOnly && SERVERS.some((spec) => spec.name === "hmac-echo")) {
+if (!quick && !protocolOnly && !tunnelsOnly && SERVERS.some((spec) => spec.name === "hmac-echo")) {
   pinningOff = true;
   for (const metric of WORKER_METRICS) {
     for (const spec of [workersSpec(1), workersSpec(2)]) await runMetric(metric, spec);
   }
   pinningOff = false;
   metrics.push(...WORKER_METRICS);
+}
+
+// Redis through the tunnels (issue 13): unpinned, both ends and Redis on the same cores.
+const tunnelRatios: Record<string, number> = {};
+if (!protocolOnly && (tunnelsOnly || !flags.only)) {
+  const tunnels = await benchTunnels({
+    quick,
+    repeats: REPEATS,
+    root: ROOT,
+    build: BUILD,
+    log: (line) => console.log(line),
+  });
+  for (const reason of tunnels.skipped) console.log(`tunnels skipped: ${reason}`);
+  for (const metric of TUNNEL_METRICS) {
+    for (const result of tunnels.results.filter((r) => r.metric === metric.id)) {
+      results.push(result);
+      console.log(
+        `${metric.title.padEnd(58)} ${result.server.padEnd(22)} ` +
+          `${format(result.median).padStart(10)} ${metric.unit}  ` +
+          `(${format(result.min)}–${format(result.max)})`,
+      );
+    }
+  }
+  if (tunnels.results.length > 0) metrics.push(...TUNNEL_METRICS);
+  Object.assign(tunnelRatios, tunnels.ratios);
 }
 
 function format(value: number): string {
@@ -611,6 +640,7 @@ for (const metric of ["protocol-sessions-c10", "protocol-bulk"]) {
       serverCpuPer(metric, `hmac-echo ${variant}`) / serverCpuPer(metric, "hmac-echo v1");
   }
 }
+Object.assign(ratios, tunnelRatios);
 console.log("\nratios (same run):");
 for (const [name, ratio] of Object.entries(ratios)) {
   if (!Number.isNaN(ratio)) console.log(`  ${name.padEnd(60)} ${ratio.toFixed(2)}×`);

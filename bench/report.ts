@@ -31,6 +31,9 @@ const COLORS: Record<string, string> = {
   "Deno plain echo": "#f59f00",
   "Node.js": "#2b8a3e",
   "Python threading": "#1c7ed6",
+  direct: "#495057",
+  spiped: "#2b8a3e",
+  stunnel: "#1c7ed6",
 };
 
 function escape(text: string): string {

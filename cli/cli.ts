@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parseConnectArgs, runConnect } from "./connect.ts";
+import { parseConnectArgs, runConnect, runTunnel } from "./connect.ts";
 import type { LogFormat } from "../log.ts";
 import { type InfoRequest, parseFlags, UsageError } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printError, writeOut } from "./output.ts";
@@ -69,9 +69,14 @@ async function dispatch(args: string[]): Promise<number> {
     }
     case "connect": {
       const parsed = parseConnectArgs(rest);
-      return parsed.kind === "connect"
-        ? await runConnect(parsed)
-        : await info(parsed, CONNECT_USAGE);
+      switch (parsed.kind) {
+        case "connect":
+          return await runConnect(parsed);
+        case "tunnel":
+          return await runTunnel(parsed);
+        default:
+          return await info(parsed, CONNECT_USAGE);
+      }
     }
     case "--help":
     case "-h":

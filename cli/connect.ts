@@ -5,9 +5,16 @@
  * @module
  */
 
-import { writeAll } from "../_io.ts";
+import { formatAddr, writeAll } from "../_io.ts";
 import { HmacEchoError } from "../errors.ts";
+import { type LogFormat, StderrLogger } from "../log.ts";
 import { connect, type ConnectOptions, relay } from "../client/client.ts";
+import {
+  DEFAULT_TUNNEL_MAX_CONNECTIONS,
+  startTunnel,
+  type Tunnel,
+  type TunnelOptions,
+} from "../client/tunnel.ts";
 import { DIGESTS, isDigestName } from "../protocol/keys.ts";
 import { FrameError } from "../protocol/frames.ts";
 import { DEFAULT_HOSTNAME, DEFAULT_PORT } from "../server/config.ts";
@@ -17,6 +24,7 @@ import {
   type InfoRequest,
   infoRequest,
   numberFrom,
+  parseEndpoint,
   parseFlags,
   parsePort,
   UsageError,
@@ -36,6 +44,11 @@ export const CONNECT_OPTIONS = {
   encrypt: { type: "boolean" },
   "no-forward-secrecy": { type: "boolean" },
   "allow-weak-secret": { type: "boolean" },
+  listen: { type: "string" },
+  "max-connections": { type: "string" },
+  "no-keepalive": { type: "boolean" },
+  "log-format": { type: "string" },
+  quiet: { type: "boolean" },
 } as const;
 
 /**
@@ -49,6 +62,8 @@ export const CONNECT_DEFAULTS = {
   protocol: "2",
   digest: "sha256",
   mode: "encrypt",
+  maxConnections: DEFAULT_TUNNEL_MAX_CONNECTIONS,
+  logFormat: "text",
 } as const;
 
 /** The client's options without its secret: what the flags say, checked. */
@@ -57,9 +72,24 @@ export type ConnectSettings = Omit<ConnectOptions, "secret" | "onRetry"> & {
   port: number;
 };
 
+/** The tunnel's options without its secret: what the flags say, checked. */
+export type TunnelSettings = Omit<TunnelOptions, "secret" | "logger"> & {
+  hostname: string;
+  port: number;
+};
+
 /** What `connect`'s flags ask for. */
 export type ConnectCommand =
   | InfoRequest
+  | {
+    /** `--listen`: a local listener whose every connection is a session to the server. */
+    kind: "tunnel";
+    options: TunnelSettings;
+    secretFile?: string;
+    warnings: string[];
+    allowWeakSecret: boolean;
+    log: { format: LogFormat; quiet: boolean };
+  }
   | {
     kind: "connect";
     options: ConnectSettings;
@@ -97,6 +127,12 @@ export function parseConnectArgs(args: string[]): ConnectCommand {
   const warnings: string[] = [];
   const port = values.port === undefined ? CONNECT_DEFAULTS.port : parsePort("--port", values.port);
   if (port === 0) throw new UsageError("--port must be 1-65535 for connect");
+  if (values.listen !== undefined) return tunnelFrom(values, port, retries, warnings);
+  for (const flag of ["max-connections", "no-keepalive", "log-format", "quiet"] as const) {
+    if (values[flag] !== undefined) {
+      throw new UsageError(`--${flag} goes with --listen: it is about the local listener`);
+    }
+  }
   const options: ConnectSettings = {
     hostname: values.host ?? CONNECT_DEFAULTS.hostname,
     port,
@@ -110,6 +146,62 @@ export function parseConnectArgs(args: string[]): ConnectCommand {
     message: values.message,
     warnings,
     allowWeakSecret: values["allow-weak-secret"] ?? false,
+  };
+}
+
+/** `connect --listen`: the tunnel's command. Everything that would weaken its sessions is refused. */
+function tunnelFrom(
+  values: ReturnType<typeof parseFlags<typeof CONNECT_OPTIONS>>,
+  port: number,
+  retries: number,
+  warnings: string[],
+): ConnectCommand {
+  if (values.message !== undefined) {
+    throw new UsageError("--listen and --message are either/or: a tunnel relays programs' bytes");
+  }
+  const weaker = values.plain
+    ? "--plain"
+    : values.integrity
+    ? "--integrity"
+    : values["no-forward-secrecy"]
+    ? "--no-forward-secrecy"
+    : values.protocol !== undefined && values.protocol !== "2"
+    ? `--protocol ${values.protocol}`
+    : undefined;
+  if (weaker !== undefined) {
+    throw new UsageError(
+      `--listen opens only encrypted, forward-secret protocol 2 sessions: drop ${weaker}`,
+    );
+  }
+  const digest = values.digest ?? CONNECT_DEFAULTS.digest;
+  if (!isDigestName(digest)) {
+    throw new UsageError(`--digest must be one of ${ALL_DIGESTS}, got "${digest}"`);
+  }
+  const maxConnections = numberFrom(values["max-connections"]) ?? CONNECT_DEFAULTS.maxConnections;
+  if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+    throw new UsageError(
+      `--max-connections must be a positive whole number, got "${values["max-connections"]}"`,
+    );
+  }
+  const format = values["log-format"] ?? CONNECT_DEFAULTS.logFormat;
+  if (format !== "text" && format !== "json") {
+    throw new UsageError(`--log-format must be text or json, got "${format}"`);
+  }
+  return {
+    kind: "tunnel",
+    options: {
+      listen: parseEndpoint("--listen", values.listen!, true),
+      hostname: values.host ?? CONNECT_DEFAULTS.hostname,
+      port,
+      retries,
+      digest,
+      maxConnections,
+      keepAlive: !values["no-keepalive"],
+    },
+    secretFile: values["secret-file"],
+    warnings,
+    allowWeakSecret: values["allow-weak-secret"] ?? false,
+    log: { format, quiet: values.quiet ?? false },
   };
 }
 
@@ -182,6 +274,8 @@ export async function runConnect(
   command: Extract<ConnectCommand, { kind: "connect" }>,
 ): Promise<number> {
   for (const warning of command.warnings) printError(warning);
+  // Only a tunnel's Unix socket needs to write (the task grants it for that): give it back.
+  Deno.permissions.revokeSync({ name: "write" });
   const { hostname, port } = command.options;
   const loaded = await loadSecret({
     secretFile: command.secretFile,
@@ -221,6 +315,88 @@ export async function runConnect(
     printError(describeConnectError(error, hostname, port));
     return EXIT_FAILURE;
   }
+}
+
+/**
+ * Runs `connect --listen` until SIGINT or SIGTERM: the tunnel, its events on stderr as lines.
+ * Returns the exit status.
+ */
+export async function runTunnel(
+  command: Extract<ConnectCommand, { kind: "tunnel" }>,
+): Promise<number> {
+  const logger = new StderrLogger(command.log);
+  for (const warning of command.warnings) logger.log("warn", "warning", { warning });
+  const loaded = await loadSecret({
+    secretFile: command.secretFile,
+    createDefault: false,
+    getEnv: (name) => Deno.env.get(name),
+  });
+  for (const warning of loaded.warnings) logger.log("warn", "secret-warning", { warning });
+  const weak = checkSecretStrength(loaded, command.allowWeakSecret);
+  if (weak !== undefined) logger.log("warn", "weak-secret", { warning: weak });
+  const { options } = command;
+  const where = "path" in options.listen
+    ? `unix:${options.listen.path}`
+    : formatAddr({ transport: "tcp", ...options.listen });
+  let tunnel: Tunnel;
+  try {
+    tunnel = await startTunnel({ ...options, secret: loaded.secret, logger });
+  } catch (error) {
+    printError(describeListenError(error, where), command.log.format);
+    return EXIT_FAILURE;
+  }
+  // A Unix socket is created, and removed at the end; a TCP listener writes no file.
+  if (!("path" in options.listen)) Deno.permissions.revokeSync({ name: "write" });
+  const stopped = waitForStop(logger);
+  logger.log("notice", "listening", {
+    address: "path" in tunnel.addr ? `unix:${tunnel.addr.path}` : formatAddr(tunnel.addr),
+    server: formatAddr({ transport: "tcp", hostname: options.hostname, port: options.port }),
+    secret: loaded.source,
+    maxConnections: options.maxConnections,
+    keepAlive: options.keepAlive,
+    note: "each local connection is its own encrypted, forward-secret session to the server",
+  });
+  await stopped;
+  await tunnel.close();
+  const stats = tunnel.stats();
+  logger.log("notice", "stopped", {
+    accepted: stats.accepted,
+    authenticated: stats.authenticated,
+    refused: stats.refused,
+    dialFailures: Object.values(stats.dialFailures).reduce((sum, n) => sum + n, 0),
+    toServer: stats.bytesToServer,
+    fromServer: stats.bytesFromServer,
+  });
+  logger.flush();
+  return EXIT_OK;
+}
+
+/** Resolves on the first SIGINT or SIGTERM; another one later forces the exit. */
+function waitForStop(logger: StderrLogger): Promise<void> {
+  let stopping = false;
+  return new Promise((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(signal, () => {
+        if (stopping) {
+          logger.log("warn", "forced-exit", { reason: `${signal} during shutdown` });
+          logger.flush();
+          Deno.exit(EXIT_FAILURE);
+        }
+        stopping = true;
+        logger.log("notice", "shutting-down", { signal });
+        resolve();
+      });
+    }
+  });
+}
+
+/** Why the tunnel could not listen, for people. */
+function describeListenError(error: unknown, where: string): string {
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof Deno.errors.AddrInUse) {
+    return `Cannot listen on ${where}: already in use (${message}). Choose another --listen`;
+  }
+  return `Cannot listen on ${where}: ${message}`;
 }
 
 /** `--message`: sends it, prints the reply, and ends it with a newline as echo does. */

@@ -130,3 +130,31 @@ export function frameFlag(values: { integrity?: boolean; encrypt?: boolean }) {
   }
   return values.encrypt ? "encrypt" as const : values.integrity ? "integrity" as const : undefined;
 }
+
+/** A TCP address or a Unix socket's path, as `--forward` and `--listen` give them. */
+export type Endpoint = { hostname: string; port: number } | { path: string };
+
+/**
+ * `--forward` and `--listen`'s value: `HOST:PORT`, `[IPv6]:PORT`, a bare `PORT` (on
+ * 127.0.0.1), or `unix:/path`. Port 0 only where `portZero` allows it (a listener's any free
+ * port).
+ */
+export function parseEndpoint(flag: string, text: string, portZero = false): Endpoint {
+  const expected = `${flag} takes HOST:PORT, a PORT on 127.0.0.1, or unix:/path`;
+  if (text.startsWith("unix:")) {
+    const path = text.slice("unix:".length);
+    if (path === "") throw new UsageError(`${expected}; the path is missing in "${text}"`);
+    return { path };
+  }
+  const match = /^(?:(?:\[([^\]]+)\]|([^:\[\]]*)):)?(\d+)$/.exec(text);
+  if (match === null) throw new UsageError(`${expected}, got "${text}"`);
+  const hostname = match[1] ?? match[2] ?? "127.0.0.1";
+  if (hostname === "") throw new UsageError(`${expected}; the host is missing in "${text}"`);
+  const port = Number(match[3]);
+  if (port > 65535 || (port === 0 && !portZero)) {
+    throw new UsageError(
+      `${flag}'s port must be a whole number from ${portZero ? 0 : 1} to 65535, got "${match[3]}"`,
+    );
+  }
+  return { hostname, port };
+}

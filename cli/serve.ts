@@ -18,6 +18,7 @@ import {
   resolveSettings,
   type ServerConfig,
 } from "../server/config.ts";
+import { describeTarget } from "../server/forward.ts";
 import { serveMetrics } from "../server/metrics.ts";
 import { type RunningServer, serve } from "../server/server.ts";
 import type { ServerStats } from "../server/stats.ts";
@@ -27,6 +28,7 @@ import {
   type InfoRequest,
   infoRequest,
   numberFrom,
+  parseEndpoint,
   parseFlags,
   parsePort,
   UsageError,
@@ -69,6 +71,9 @@ export const SERVE_OPTIONS = {
   encrypt: { type: "boolean" },
   digests: { type: "string" },
   digest: { type: "string" },
+  forward: { type: "string" },
+  "target-timeout": { type: "string" },
+  "no-keepalive": { type: "boolean" },
 } as const;
 
 /** The server's settings without its secrets: what the flags say, checked. */
@@ -133,6 +138,11 @@ export function parseServeArgs(args: string[]): ServeCommand {
         "choose v2 digests with --digests",
     );
   }
+  if (values["target-timeout"] !== undefined && values.forward === undefined) {
+    throw new UsageError(
+      "--target-timeout goes with --forward: it is how long the target may take",
+    );
+  }
   const settings: ServeSettings = {
     hostname: values.host,
     port: values.port === undefined ? undefined : parsePort("--port", values.port),
@@ -156,6 +166,9 @@ export function parseServeArgs(args: string[]): ServeCommand {
     requireForwardSecrecy: values["require-forward-secrecy"] ?? false,
     trustedProxies: trustedList?.split(","),
     log: { format: values["log-format"] as "text" | "json" | undefined, quiet: values.quiet },
+    forward: values.forward === undefined ? undefined : parseEndpoint("--forward", values.forward),
+    targetTimeoutMs: numberFrom(values["target-timeout"], 1000),
+    keepAlive: values["no-keepalive"] ? false : undefined,
   };
   try {
     resolveSettings(settings);
@@ -217,6 +230,10 @@ function flagsOf(values: Record<string, string | boolean | undefined>) {
     "log.format": flag("log-format"),
     sha1Prefix: { flag: "--digest sha1-prefix" },
     requireForwardSecrecy: { flag: "--require-forward-secrecy" },
+    targetTimeoutMs: flag("target-timeout"),
+    "forward.path": flag("forward"),
+    "forward.hostname": flag("forward"),
+    "forward.port": flag("forward"),
   };
 }
 
@@ -279,7 +296,11 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
   }
   // The port is bound: a network-facing process needs no environment and writes no files from
   // here on, so give those permissions back. Reading stays: SIGHUP re-reads the secret files.
-  for (const name of ["write", "env"] as const) Deno.permissions.revokeSync({ name });
+  // Deno 2.9 asks for write access to connect to a Unix socket, so a Unix target keeps it.
+  const unixTarget = settings.forward !== undefined && "path" in settings.forward;
+  for (const name of unixTarget ? ["env"] as const : ["write", "env"] as const) {
+    Deno.permissions.revokeSync({ name });
+  }
 
   // Handlers first: a signal sent as soon as "listening" appears must find them in place.
   const stopReloading = reloadSecretsOnHangUp({ ...command, env }, server, logger, reloads);
@@ -492,6 +513,7 @@ function logListening(
   const forwardSecrecy = settings.requireForwardSecrecy;
   logger.log("notice", "listening", {
     address: formatAddr(server.addr),
+    forward: settings.forward && describeTarget(settings.forward),
     secret: secretSource,
     workers: settings.workers,
     protocols: v1Accepted(settings) ? "1,2" : "2",
@@ -504,6 +526,19 @@ function logListening(
     idleTimeoutMs: settings.idleTimeoutMs,
     throttleAfter: settings.throttle.maxFailures,
   });
+  if (settings.forward !== undefined) {
+    logger.log("notice", "forwarding", {
+      target: describeTarget(settings.forward),
+      targetTimeoutMs: settings.targetTimeoutMs,
+      keepAlive: settings.keepAlive,
+      note: "every authenticated session is forwarded to the target; only encrypted, " +
+        "forward-secret sessions are served (v1, plain, integrity and version 02 clients are " +
+        "refused)" + ("path" in settings.forward
+          ? "; write permission is kept, as Deno needs " +
+            "it to connect to a Unix socket"
+          : ""),
+    });
+  }
   if (!forwardSecrecy) {
     logger.log("notice", "accepting", {
       note: "older clients are served too: " +
@@ -521,6 +556,7 @@ function v1Accepted(settings: ResolvedSettings): boolean {
 
 function logStopped(logger: Logger, stats: ServerStats): void {
   const { accepted, authenticated, refused, rejected, throttled, idleClosed, frameErrors } = stats;
+  const { forwarded, targetErrors } = stats;
   logger.log("notice", "stopped", {
     accepted,
     authenticated,
@@ -532,6 +568,9 @@ function logStopped(logger: Logger, stats: ServerStats): void {
     ...prefixed("rejected-", rejected),
     ...prefixed("refused-", refused),
     ...prefixed("frame-", frameErrors),
+    ...(forwarded > 0 || sum(targetErrors) > 0
+      ? { forwarded, targetErrors: sum(targetErrors), ...prefixed("target-", targetErrors) }
+      : {}),
   });
 }
 

@@ -116,6 +116,23 @@ const SERVE_GROUPS: readonly HelpGroup[] = [
       "clients; weaker than HMAC, logged as a warning",
     ],
   ]],
+  ["Forwarding", [
+    [
+      "--forward ADDR",
+      "forward each authenticated session to ADDR (HOST:PORT, a PORT on 127.0.0.1, or " +
+      "unix:/path) instead of echoing; serves only encrypted, forward-secret sessions",
+    ],
+    [
+      "--target-timeout S",
+      "seconds the target has to accept a connection; then the session is closed",
+      seconds(SERVER.targetTimeoutMs),
+    ],
+    [
+      "--no-keepalive",
+      "turn off TCP keepalive on client connections and the target's (on by default, probing " +
+      "at the kernel's net.ipv4.tcp_keepalive_* intervals)",
+    ],
+  ]],
   ["Operations", [
     ["--metrics-port P", "serve Prometheus /metrics and a /healthz check over HTTP", "off"],
     ["--metrics-host H", "address for them", DEFAULT_HOSTNAME],
@@ -179,6 +196,28 @@ const CONNECT_GROUPS: readonly HelpGroup[] = [
   ]],
   ["Sending", [
     ["--message TEXT", "send TEXT, print the reply, exit"],
+  ]],
+  ["Tunnel (to a server that forwards its sessions)", [
+    [
+      "--listen ADDR",
+      "listen on ADDR (HOST:PORT, a PORT on 127.0.0.1, or unix:/path, created 0600): each " +
+      "local connection becomes its own encrypted, forward-secret session to the server",
+    ],
+    [
+      "--max-connections N",
+      "local connections served at once; more are closed at once",
+      CONNECT_DEFAULTS.maxConnections,
+    ],
+    [
+      "--no-keepalive",
+      "turn off TCP keepalive on both legs (on by default, probing at the kernel's intervals)",
+    ],
+    [
+      "--log-format text|json",
+      "the tunnel's events, one line each, on stderr",
+      CONNECT_DEFAULTS.logFormat,
+    ],
+    ["--quiet", "log only lifecycle lines, warnings and errors, not every connection"],
   ]],
 ];
 

@@ -59,6 +59,15 @@ export interface ConnectOptions {
   retryDelayMs?: number;
   /** Told before each retry, for logging. */
   onRetry?: (retry: { attempt: number; of: number; delayMs: number; error: unknown }) => void;
+  /**
+   * The longest one attempt may take, from dialling to a settled handshake; a slower one is
+   * abandoned as `Deno.errors.TimedOut`, which `retries` may retry. Default: no limit.
+   */
+  timeoutMs?: number;
+  /** Aborts the dial, the handshake and any retry wait: `connect` rejects with the reason. */
+  signal?: AbortSignal;
+  /** TCP keepalive probes on the connection, so a dead peer is noticed. Default true. */
+  keepAlive?: boolean;
 }
 
 const MAX_RETRY_DELAY_MS = 5_000;
@@ -275,15 +284,19 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     sha1Prefix: handshake.digest === "sha1-prefix",
   });
   const retries = options.retries ?? 0;
+  const { signal } = options;
   for (let attempt = 1;; attempt++) {
+    signal?.throwIfAborted();
     try {
       return await connectOnce(
         options.hostname ?? "127.0.0.1",
         options.port ?? 4444,
         keys,
         handshake,
+        options,
       );
     } catch (error) {
+      if (signal?.aborted) throw signal.reason;
       if (attempt > retries || !isRetryable(error)) throw error;
       // Exponential backoff with jitter, so clients cut off together do not return together.
       const ceiling = Math.min(
@@ -292,7 +305,7 @@ export async function connect(options: ConnectOptions): Promise<Client> {
       );
       const delayMs = Math.round(ceiling * (0.5 + Math.random() / 2));
       options.onRetry?.({ attempt, of: retries, delayMs, error });
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      await pause(delayMs, signal);
     }
   }
 }
@@ -343,16 +356,52 @@ function handshakeChoice(options: ConnectOptions): HandshakeChoice {
   };
 }
 
+/** Resolves after `ms`, or at once when `signal` aborts, leaving no timer behind. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
 async function connectOnce(
   hostname: string,
   port: number,
   keys: SecretKeys,
   handshake: HandshakeChoice,
+  options: Pick<ConnectOptions, "timeoutMs" | "signal" | "keepAlive">,
 ): Promise<Client> {
   const server = formatAddr({ transport: "tcp", hostname, port });
-  const conn = await Deno.connect({ hostname, port, transport: "tcp" });
+  // One signal for the caller's abort and this attempt's deadline: it cancels the dial, and
+  // closes the connection under a handshake that is still waiting for the server.
+  const deadline = new AbortController();
+  const timer = options.timeoutMs === undefined
+    ? undefined
+    : setTimeout(() => deadline.abort(), options.timeoutMs);
+  const signal = options.signal
+    ? AbortSignal.any([options.signal, deadline.signal])
+    : deadline.signal;
+  const timedOut = () =>
+    new Deno.errors.TimedOut(
+      `${server} did not complete the handshake within ${options.timeoutMs} ms`,
+    );
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname, port, transport: "tcp", signal });
+  } catch (error) {
+    clearTimeout(timer);
+    throw deadline.signal.aborted ? timedOut() : error;
+  }
+  const abandon = () => closeQuietly(conn);
+  signal.addEventListener("abort", abandon, { once: true });
   try {
     conn.setNoDelay(true);
+    conn.setKeepAlive(options.keepAlive ?? true);
     const challenge = await readChallenge(conn);
     if (handshake.protocol === 1) {
       const answer = handshake.digest === "sha1-prefix"
@@ -379,7 +428,10 @@ async function connectOnce(
     }
   } catch (error) {
     closeQuietly(conn);
-    throw error;
+    throw deadline.signal.aborted ? timedOut() : error;
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", abandon);
   }
 }
 

@@ -37,6 +37,16 @@ export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
  * once after a restart; the kernel caps it at net.core.somaxconn (4096 on current Linux).
  */
 export const DEFAULT_BACKLOG = 4_096;
+/** Default time the forwarder gives its target to accept a connection. */
+export const DEFAULT_TARGET_TIMEOUT_MS = 5_000;
+/** The longest Unix socket path Linux takes (`sun_path` holds 108 bytes, the last one a NUL). */
+const MAX_UNIX_PATH_BYTES = 107;
+
+/**
+ * Where `forward` sends each authenticated session: a TCP address (`hostname` may be a name, an
+ * IPv4 or an IPv6 address) or a Unix socket's path.
+ */
+export type ForwardTarget = { hostname: string; port: number } | { path: string };
 
 /** Failed-authentication throttling per address (see `throttle.ts`), as plain numbers. */
 export interface ThrottleConfig {
@@ -109,6 +119,17 @@ export interface ServerConfig {
   trustedProxies?: readonly string[];
   /** Log each event as a line on stderr, as text or JSON; `quiet` drops per-connection lines. Default: no log. */
   log?: { format?: LogFormat; quiet?: boolean };
+  /**
+   * Serve every authenticated session by forwarding it to this target, a fresh connection each,
+   * both ways, instead of the upper-case echo. A forwarding server serves only encrypted,
+   * forward-secret sessions: it raises `require` to `"encrypt"` and `requireForwardSecrecy` to
+   * true. Default: none (the echo).
+   */
+  forward?: ForwardTarget;
+  /** How long the forwarder waits for its target to accept a connection. Default 5 000 ms. */
+  targetTimeoutMs?: number;
+  /** TCP keepalive probes on client connections and on forward targets. Default true. */
+  keepAlive?: boolean;
 }
 
 /**
@@ -141,6 +162,9 @@ export interface ResolvedConfig {
   sha1Prefix: boolean;
   trustedProxies?: TrustedProxies;
   log?: { format: LogFormat; quiet: boolean };
+  forward?: ForwardTarget;
+  targetTimeoutMs: number;
+  keepAlive: boolean;
 }
 
 /**
@@ -178,6 +202,10 @@ export function resolveSettings(
   config: Omit<ServerConfig, "secret" | "previousSecret">,
 ): ResolvedSettings {
   const throttle = config.throttle === false ? { maxFailures: 0 } : config.throttle ?? {};
+  const forward = forwardTarget(config.forward);
+  // Each requirement is a floor, and forwarding raises both: a tunnel must be encrypted and its
+  // recordings must stay secret if the secret leaks (docs/PROTOCOL.md §12).
+  const asked = requirement(config.require);
   const resolved: ResolvedSettings = {
     hostname: config.hostname ?? DEFAULT_HOSTNAME,
     port: port("port", config.port ?? DEFAULT_PORT),
@@ -211,12 +239,18 @@ export function resolveSettings(
       ),
       maxEntries: count("throttle.maxEntries", throttle.maxEntries ?? DEFAULT_THROTTLE_ENTRIES),
     },
-    require: requirement(config.require),
-    requireForwardSecrecy: config.requireForwardSecrecy ?? false,
+    require: forward ? "encrypt" : asked,
+    requireForwardSecrecy: forward !== undefined || (config.requireForwardSecrecy ?? false),
     digests: digestList(config.digests),
     sha1Prefix: config.sha1Prefix ?? false,
     trustedProxies: trustedProxies(config.trustedProxies),
     log: config.log && { format: logFormat(config.log.format), quiet: config.log.quiet ?? false },
+    forward,
+    targetTimeoutMs: positive(
+      "targetTimeoutMs",
+      config.targetTimeoutMs ?? DEFAULT_TARGET_TIMEOUT_MS,
+    ),
+    keepAlive: flag("keepAlive", config.keepAlive ?? true),
   };
   const v1Refused = resolved.require !== undefined
     ? `require: "${resolved.require}"`
@@ -266,6 +300,41 @@ function requirement(value: string | undefined): Requirement | undefined {
     return value;
   }
   throw new ConfigError("require", `"v2", "integrity" or "encrypt"`, value);
+}
+
+function forwardTarget(target: ForwardTarget | undefined): ForwardTarget | undefined {
+  if (target === undefined) return undefined;
+  if (typeof target !== "object" || target === null) {
+    throw new ConfigError("forward", "{ hostname, port } or { path }", target);
+  }
+  if ("path" in target) {
+    const { path } = target;
+    if (typeof path !== "string" || path === "" || pathBytes(path) > MAX_UNIX_PATH_BYTES) {
+      throw new ConfigError(
+        "forward.path",
+        `a Unix socket's path of 1 to ${MAX_UNIX_PATH_BYTES} bytes`,
+        path,
+      );
+    }
+    return { path };
+  }
+  const { hostname, port } = target;
+  if (typeof hostname !== "string" || hostname === "") {
+    throw new ConfigError("forward.hostname", "a host name or an IP address", hostname);
+  }
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ConfigError("forward.port", "a whole number from 1 to 65535", port);
+  }
+  return { hostname, port };
+}
+
+function pathBytes(path: string): number {
+  return new TextEncoder().encode(path).length;
+}
+
+function flag(name: string, value: boolean): boolean {
+  if (typeof value === "boolean") return value;
+  throw new ConfigError(name, "true or false", value);
 }
 
 function logFormat(value: string | undefined): LogFormat {

@@ -171,6 +171,30 @@ export function renderMetrics(stats: ServerStats): string {
     ],
     ["received_bytes_total", "counter", "Bytes received from clients.", one(stats.bytesIn)],
     ["sent_bytes_total", "counter", "Bytes sent to clients.", one(stats.bytesOut)],
+    [
+      "forwarded_total",
+      "counter",
+      "Sessions forwarded to the target (serve --forward).",
+      one(stats.forwarded),
+    ],
+    [
+      "forward_target_errors_total",
+      "counter",
+      "Forwarded sessions ended by the target: unreachable, refused, too slow, or reset, by reason.",
+      byReason(stats.targetErrors),
+    ],
+    [
+      "forwarded_to_target_bytes_total",
+      "counter",
+      "Bytes forwarded from clients to the target.",
+      one(stats.forwardedToTargetBytes),
+    ],
+    [
+      "forwarded_from_target_bytes_total",
+      "counter",
+      "Bytes forwarded from the target to clients.",
+      one(stats.forwardedFromTargetBytes),
+    ],
   ];
   const lines: string[] = [];
   for (const [name, type, help, samples] of families) {
@@ -182,6 +206,12 @@ export function renderMetrics(stats: ServerStats): string {
     "handshake_duration_seconds",
     "Time from accept to a passed handshake.",
     stats.handshakeSeconds,
+  );
+  histogram(
+    lines,
+    "forward_duration_seconds",
+    "How long forwarded sessions lasted, from the target's connection to its close.",
+    stats.forwardSeconds,
   );
   return lines.join("\n") + "\n";
 }

@@ -34,8 +34,15 @@ import {
   type ServerStats,
 } from "./stats.ts";
 import { type Limits, ThreadLimits } from "./limits.ts";
-import type { ServiceHandler, TrafficCounters } from "./service.ts";
+import {
+  ServiceError,
+  type ServiceHandler,
+  type ServiceSession,
+  type ServiceStream,
+  type TrafficCounters,
+} from "./service.ts";
 import { upperCaseEcho } from "./upper_case_echo.ts";
+import { configuredService } from "./forward.ts";
 import { startWorkerPool } from "./workers.ts";
 import type { RunningServer, Secrets } from "./running.ts";
 
@@ -75,7 +82,7 @@ interface Session {
 }
 
 /** A TCP connection that counts the bytes through it, for the `closed` log line. */
-class MeteredConnection implements TrafficCounters {
+class MeteredConnection implements TrafficCounters, ServiceStream {
   bytesIn = 0;
   bytesOut = 0;
   /** Bumped whenever a read or write completes: a clock-free sign of life for the idle sweeper. */
@@ -96,6 +103,10 @@ class MeteredConnection implements TrafficCounters {
     this.activity++;
     return n;
   }
+
+  closeWrite(): Promise<void> {
+    return this.tcp.closeWrite();
+  }
 }
 
 /** What a {@linkcode Server} is built from: a resolved configuration and the in-thread hooks. */
@@ -103,7 +114,10 @@ export interface ServerSettings {
   config: ResolvedConfig;
   /** The secrets as keys, and what the handshake accepts. */
   policy: AuthenticationPolicy;
-  /** The caller's handler, or undefined for the default echo, which counts its own traffic. */
+  /**
+   * The caller's handler; undefined for the configured service: the forwarder with `forward`, or
+   * the default echo, which counts its own traffic.
+   */
   handler?: ServiceHandler;
   logger: Logger;
   /** The first connection id; a worker pool gives each thread its own. */
@@ -143,8 +157,9 @@ export class Server implements RunningServer {
     this.addr = listener.addr;
     this.#config = settings.config;
     this.#policy = settings.policy;
-    this.#handler = settings.handler;
     this.#logger = settings.logger;
+    this.#handler = settings.handler ??
+      configuredService(this.#config, { logger: this.#logger, stats: this.#stats });
     this.#nextId = settings.firstId ?? 1;
     this.#idStep = settings.idStep ?? 1;
     this.#limits = settings.limits ?? new ThreadLimits(this.#config);
@@ -285,6 +300,7 @@ export class Server implements RunningServer {
     try {
       this.#logger.log("info", "accepted", { id: session.id, remote: session.remote });
       conn.tcp.setNoDelay(true);
+      conn.tcp.setKeepAlive(this.#config.keepAlive);
       if (session.viaProxy && !await this.#admitProxied(session)) return;
       const outcome = await authenticateClient(conn, this.#policyFor(session));
       clearTimeout(deadline);
@@ -303,7 +319,11 @@ export class Server implements RunningServer {
       }
       session.authenticated = true;
       this.#recordAuthentication(session, outcome);
-      await this.#runService(conn, outcome);
+      await this.#runService(conn, outcome, {
+        id: session.id,
+        remote: session.remote,
+        abort: () => closeQuietly(conn.tcp),
+      });
     } catch (error) {
       this.#recordFailure(session, error);
     } finally {
@@ -369,6 +389,7 @@ export class Server implements RunningServer {
       case "shutdown":
         return; // logged once for all such sessions by #shutDown
     }
+    if (error instanceof ServiceError) return; // the service has logged and counted it
     if (error instanceof FrameError) {
       increment(this.#stats.frameErrors, error.reason);
       this.#logger.log("warn", "frame-rejected", {
@@ -448,13 +469,17 @@ export class Server implements RunningServer {
   }
 
   /** Serves an authenticated connection: over the frame layer when one was negotiated. */
-  async #runService(conn: MeteredConnection, outcome: AuthenticatedOutcome): Promise<void> {
+  async #runService(
+    conn: MeteredConnection,
+    outcome: AuthenticatedOutcome,
+    session: ServiceSession,
+  ): Promise<void> {
     if (outcome.protocol === 2 && outcome.frameKeys) {
       const framed = new FramedConnection(conn, outcome.frameKeys);
-      await (this.#handler ?? upperCaseEcho)(framed);
+      await (this.#handler ? this.#handler(framed, session) : upperCaseEcho(framed));
       await framed.closeWrite(); // the end frame: the client knows it has every reply byte
     } else if (this.#handler) {
-      await this.#handler(conn);
+      await this.#handler(conn, session);
     } else {
       await upperCaseEcho(conn.tcp, conn); // the bare connection: no wrapper per read
     }
@@ -532,6 +557,14 @@ export class Server implements RunningServer {
  */
 export async function serve(options: ServeOptions): Promise<RunningServer> {
   const config = resolveConfig(options);
+  if (options.handler !== undefined && config.forward !== undefined) {
+    throw new ConfigError(
+      "handler",
+      "absent with forward",
+      "a function",
+      "handler and forward are two services: give one of them",
+    );
+  }
   if (config.workers === 1) {
     return await listen(config, { handler: options.handler, logger: options.logger });
   }

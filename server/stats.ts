@@ -60,6 +60,19 @@ export interface ServerStats {
   bytesOut: number;
   /** Time from accept to a passed handshake, as a histogram. */
   handshakeSeconds: Histogram;
+  /** Sessions forwarded (`forward`): the target's connection was opened. */
+  forwarded: number;
+  /**
+   * Forwarded sessions ended by their target, by reason: it could not be reached (`refused`,
+   * `timeout`, `unreachable`, `not-found`, `denied`, `failed`) or it reset mid-stream (`reset`).
+   */
+  targetErrors: Record<string, number>;
+  /** Bytes forwarded from clients to the target. */
+  forwardedToTargetBytes: number;
+  /** Bytes forwarded from the target to clients. */
+  forwardedFromTargetBytes: number;
+  /** How long forwarded sessions lasted, from the target's connection to its close. */
+  forwardSeconds: Histogram;
 }
 
 /** Handshake latency buckets, in seconds: from loopback speeds to a slow client near the deadline. */
@@ -79,6 +92,13 @@ const HANDSHAKE_BOUNDS = [
   5,
   10,
 ];
+
+/** Forwarded session lengths, in seconds: a single request to a connection pool's lifetime. */
+const FORWARD_BOUNDS = [0.01, 0.1, 1, 10, 60, 600, 3600];
+
+function emptyHistogram(bounds: readonly number[]): Histogram {
+  return { bounds: [...bounds], counts: new Array(bounds.length + 1).fill(0), sum: 0, count: 0 };
+}
 
 /** Counters at zero. */
 export function emptyStats(): ServerStats {
@@ -101,12 +121,12 @@ export function emptyStats(): ServerStats {
     active: 0,
     bytesIn: 0,
     bytesOut: 0,
-    handshakeSeconds: {
-      bounds: [...HANDSHAKE_BOUNDS],
-      counts: new Array(HANDSHAKE_BOUNDS.length + 1).fill(0),
-      sum: 0,
-      count: 0,
-    },
+    handshakeSeconds: emptyHistogram(HANDSHAKE_BOUNDS),
+    forwarded: 0,
+    targetErrors: {},
+    forwardedToTargetBytes: 0,
+    forwardedFromTargetBytes: 0,
+    forwardSeconds: emptyHistogram(FORWARD_BOUNDS),
   };
 }
 
@@ -122,10 +142,12 @@ export function addStats(total: ServerStats, more: ServerStats): ServerStats {
     const into = total[key] as Record<string, number>;
     for (const [reason, n] of Object.entries(more[key])) into[reason] = (into[reason] ?? 0) + n!;
   }
-  const sum = total.handshakeSeconds;
-  more.handshakeSeconds.counts.forEach((n, i) => sum.counts[i] += n);
-  sum.sum += more.handshakeSeconds.sum;
-  sum.count += more.handshakeSeconds.count;
+  for (const key of HISTOGRAM_FIELDS) {
+    const sum = total[key];
+    more[key].counts.forEach((n, i) => sum.counts[i] += n);
+    sum.sum += more[key].sum;
+    sum.count += more[key].count;
+  }
   return total;
 }
 
@@ -144,9 +166,20 @@ const NUMBER_FIELDS = [
   "active",
   "bytesIn",
   "bytesOut",
+  "forwarded",
+  "forwardedToTargetBytes",
+  "forwardedFromTargetBytes",
 ] as const satisfies readonly (keyof ServerStats)[];
 
-const REASON_FIELDS = ["refused", "rejected", "frameErrors", "acceptFailures"] as const;
+const REASON_FIELDS = [
+  "refused",
+  "rejected",
+  "frameErrors",
+  "acceptFailures",
+  "targetErrors",
+] as const;
+
+const HISTOGRAM_FIELDS = ["handshakeSeconds", "forwardSeconds"] as const;
 
 /** Counts one observation in its bucket. */
 export function observe(histogram: Histogram, value: number): void {

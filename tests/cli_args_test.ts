@@ -36,6 +36,23 @@ const connectErrors: [string[], RegExp][] = [
   [["--port", "-x"], /argument is ambiguous/],
   [["--integrity", "--encrypt"], /^--integrity and --encrypt are either\/or: choose one/],
   [["--encrypt", "--protocol", "1", "--integrity"], /--integrity and --encrypt are either\/or/],
+  [
+    ["--listen", "6380", "--plain"],
+    /--listen opens only encrypted, forward-secret .*drop --plain$/,
+  ],
+  [["--listen", "6380", "--integrity"], /drop --integrity$/],
+  [["--listen", "6380", "--no-forward-secrecy"], /drop --no-forward-secrecy$/],
+  [["--listen", "6380", "--protocol", "1"], /drop --protocol 1$/],
+  [["--listen", "6380", "--message", "hi"], /--listen and --message are either\/or/],
+  [["--listen", "6380", "--max-connections", "0"], /--max-connections must be a positive whole/],
+  [["--listen", "6380", "--log-format", "xml"], /--log-format must be text or json, got "xml"/],
+  [["--listen", "6380", "--digest", "md5"], /--digest must be one of sha1,sha256,sha384,sha512/],
+  [["--listen", "localhost"], /--listen takes HOST:PORT, a PORT on 127\.0\.0\.1, or unix:\/path/],
+  [["--listen", "unix:"], /the path is missing in "unix:"/],
+  [["--listen", ":80"], /the host is missing in ":80"/],
+  [["--listen", "99999"], /--listen's port must be a whole number from 0 to 65535/],
+  [["--quiet"], /^--quiet goes with --listen/],
+  [["--no-keepalive"], /^--no-keepalive goes with --listen/],
 ];
 
 for (const [args, message] of connectErrors) {
@@ -80,6 +97,22 @@ const serveErrors: [string[], RegExp][] = [
   [["--proxy-protocol"], /--proxy-protocol and --trusted-proxies go together/],
   [["--integrity", "--encrypt"], /^--integrity and --encrypt are either\/or: choose one/],
   [["--require-v2", "--encrypt", "--integrity"], /--integrity and --encrypt are either\/or/],
+  [
+    ["--forward", "redis"],
+    /--forward takes HOST:PORT, a PORT on 127\.0\.0\.1, or unix:\/path, got "redis"/,
+  ],
+  [["--forward", "0"], /--forward's port must be a whole number from 1 to 65535, got "0"/],
+  [["--forward", "unix:"], /--forward takes .*the path is missing/],
+  [["--target-timeout", "2"], /^--target-timeout goes with --forward/],
+  [
+    ["--forward", "6379", "--target-timeout", "-1"],
+    /^--target-timeout must be a positive number, got "-1"$/,
+  ],
+  [
+    ["--forward", "unix:/" + "x".repeat(200)],
+    /^--forward must be a Unix socket's path of 1 to 107 bytes/,
+  ],
+  [["--forward", "6379", "--digest", "sha1-prefix"], /--digest sha1-prefix accepts v1 answers/],
   [
     ["--proxy-protocol", "--trusted-proxies", "10.0.0.0/33"],
     /--trusted-proxies: "10\.0\.0\.0\/33" is not an IP address or a CIDR block/,
@@ -154,6 +187,75 @@ Deno.test("parseServeArgs(): --integrity or --encrypt imply --require-v2", () =>
   assert.equal(requirement(["--require-v2"]), "v2");
   assert.equal(requirement(["--require-v2", "--integrity"]), "integrity");
   assert.equal(requirement(["--require-v2", "--encrypt"]), "encrypt");
+});
+
+Deno.test("parseServeArgs(): --forward names a target and raises what the server requires", () => {
+  const settings = (args: string[]) => {
+    const command = parseServeArgs(args);
+    assert.ok(command.kind === "serve");
+    return command.settings;
+  };
+  assert.deepEqual(settings(["--forward", "6379"]).forward, { hostname: "127.0.0.1", port: 6379 });
+  assert.deepEqual(settings(["--forward", "db.internal:5432"]).forward, {
+    hostname: "db.internal",
+    port: 5432,
+  });
+  assert.deepEqual(settings(["--forward", "[::1]:6379"]).forward, { hostname: "::1", port: 6379 });
+  assert.deepEqual(settings(["--forward", "unix:/run/redis/redis.sock"]).forward, {
+    path: "/run/redis/redis.sock",
+  });
+  const forwarding = settings(["--forward", "6379", "--target-timeout", "2.5", "--no-keepalive"]);
+  assert.equal(forwarding.targetTimeoutMs, 2500);
+  assert.equal(forwarding.keepAlive, false);
+  const resolved = resolveSettings(forwarding);
+  assert.equal(resolved.require, "encrypt");
+  assert.equal(resolved.requireForwardSecrecy, true);
+  assert.equal(resolveSettings(settings([])).keepAlive, true);
+  assert.deepEqual(structuredClone(forwarding), forwarding, "plain data, for the workers");
+});
+
+Deno.test("parseConnectArgs(): --listen is a tunnel command, encrypted and forward-secret", () => {
+  assert.deepEqual(
+    parseConnectArgs(["--listen", "6380", "--host", "10.0.0.5", "--port", "4444", "--retry", "2"]),
+    {
+      kind: "tunnel",
+      options: {
+        listen: { hostname: "127.0.0.1", port: 6380 },
+        hostname: "10.0.0.5",
+        port: 4444,
+        retries: 2,
+        digest: "sha256",
+        maxConnections: 1000,
+        keepAlive: true,
+      },
+      secretFile: undefined,
+      warnings: [],
+      allowWeakSecret: false,
+      log: { format: "text", quiet: false },
+    },
+  );
+  const unix = parseConnectArgs([
+    "--listen",
+    "unix:/run/app/redis.sock",
+    "--encrypt",
+    "--digest",
+    "sha512",
+    "--no-keepalive",
+    "--log-format",
+    "json",
+    "--quiet",
+    "--max-connections",
+    "50",
+  ]);
+  assert.ok(unix.kind === "tunnel");
+  assert.deepEqual(unix.options.listen, { path: "/run/app/redis.sock" });
+  assert.equal(unix.options.digest, "sha512");
+  assert.equal(unix.options.keepAlive, false);
+  assert.equal(unix.options.maxConnections, 50);
+  assert.deepEqual(unix.log, { format: "json", quiet: true });
+  const anyPort = parseConnectArgs(["--listen", "0"]);
+  assert.ok(anyPort.kind === "tunnel");
+  assert.deepEqual(anyPort.options.listen, { hostname: "127.0.0.1", port: 0 });
 });
 
 Deno.test("parseServeArgs(): --workers 0 means one per core", () => {

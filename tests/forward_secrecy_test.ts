@@ -316,6 +316,8 @@ Deno.test("--require-forward-secrecy refuses v1 and version 02 clients, serves v
       client.close();
     }
   }
+  // The server counts a session once its keys are derived, which may be after the client has them.
+  await started.logger.waitForCount(["authenticated"], 2);
   const stats = await server.stats();
   assert.deepEqual(stats.rejected, { "forward-secrecy-required": 1, "v1-refused": 1 });
   assert.equal(stats.authenticatedForwardSecret, 2);

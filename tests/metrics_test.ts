@@ -49,7 +49,9 @@ Deno.test("serveMetrics exposes the server's counters in Prometheus text format"
     assert.equal(samples.get("hmac_echo_handshake_duration_seconds_count"), 1);
     assert.equal(samples.get('hmac_echo_handshake_duration_seconds_bucket{le="+Inf"}'), 1);
     // Buckets are cumulative: never decreasing, ending at the count.
-    const buckets = [...samples].filter(([name]) => name.includes("_bucket{")).map(([, n]) => n);
+    const buckets = [...samples].filter(([name]) =>
+      name.startsWith("hmac_echo_handshake_duration_seconds_bucket{")
+    ).map(([, n]) => n);
     assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
     // Two v2 SHA-256 hellos of 74 bytes (PROTOCOL.md §9) and one message; the rejected client's
     // message byte is never read: the server decides on the hello.
