@@ -56,7 +56,7 @@ export function closeQuietly(resource: { close(): void }): void {
 }
 
 /** The chunks joined into one array. */
-export function concat(chunks: Uint8Array[]): Uint8Array {
+export function concat(chunks: Uint8Array[]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
   let offset = 0;
   for (const chunk of chunks) {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type ByteStream, isDisconnect, readFull, writeAll } from "../_io.ts";
+import { type ByteStream, concat, isDisconnect, readFull, writeAll } from "../_io.ts";
 import { CHALLENGE_LENGTH, createChallenge } from "./challenge.ts";
 import { type DigestName, DIGESTS, isDigestName, type SecretKeys } from "./keys.ts";
 import type { AuthenticationPolicy, HandshakeOutcome } from "./outcome.ts";
@@ -124,17 +124,7 @@ function proofMessage(
   serverShare: Uint8Array = new Uint8Array(0),
 ): Uint8Array<ArrayBuffer> {
   const label = from === "client" ? CLIENT_LABEL : SERVER_LABEL;
-  return concat(label, serverChallenge, head, serverShare);
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const joined = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    joined.set(part, offset);
-    offset += part.length;
-  }
-  return joined;
+  return concat([label, serverChallenge, head, serverShare]);
 }
 
 /** What a version 03 key exchange adds to the frame keys' derivation (docs/PROTOCOL.md §12). */
@@ -160,11 +150,11 @@ export async function deriveFrameKeys(
   side: "client" | "server",
   exchange?: KeyExchangeResult,
 ): Promise<FrameKeys> {
-  const salt = concat(serverChallenge, clientChallenge);
+  const salt = concat([serverChallenge, clientChallenge]);
   const version = exchange === undefined ? "v2" : "v3";
   const transcript = exchange === undefined
     ? new Uint8Array(0)
-    : concat(exchange.head, exchange.serverShare);
+    : concat([exchange.head, exchange.serverShare]);
   const ikm = exchange === undefined ? keys.hkdf : await keys.hkdfWith(exchange.z);
   const derive = (direction: string) =>
     crypto.subtle.deriveKey(
@@ -172,7 +162,7 @@ export async function deriveFrameKeys(
         name: "HKDF",
         hash: "SHA-256",
         salt,
-        info: concat(encoder.encode(`hmac-echo ${version} ${mode} ${direction}`), transcript),
+        info: concat([encoder.encode(`hmac-echo ${version} ${mode} ${direction}`), transcript]),
       },
       ikm,
       mode === "integrity" ? { name: "HMAC", hash: "SHA-256", length: 256 } : {
@@ -307,7 +297,7 @@ export async function verifyHello(
     head,
     serverShare,
   );
-  await writeAll(stream, concat(Uint8Array.of(STATUS_ACCEPTED), serverShare, serverProof));
+  await writeAll(stream, concat([Uint8Array.of(STATUS_ACCEPTED), serverShare, serverProof]));
   return {
     authenticated: true,
     protocol: 2,
