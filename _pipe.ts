@@ -44,11 +44,18 @@ export interface PipeOptions {
   abort: (failure: PipeFailure) => void;
   /** Told of every chunk once it is written; `from` is the end it was read from. */
   onChunk?: (from: PipeSide, bytes: number) => void;
-  /** Bytes read at a time, per direction. Default 64 KiB: one full v2 frame. */
+  /** The most bytes read at a time, per direction. Default 64 KiB: one full v2 frame. */
   bufferSize?: number;
 }
 
 const DEFAULT_BUFFER_SIZE = 64 * 1024;
+/**
+ * Each direction's read buffer starts at 1 KiB, because a read that waits pins its buffer for as
+ * long as the peer is idle (a pool of idle connections to a database, say), doubles whenever a
+ * read fills it, up to `bufferSize`, and halves again after a run of small reads: the echo's rule.
+ */
+const MIN_BUFFER_SIZE = 1024;
+const SMALL_READS_BEFORE_SHRINKING = 16;
 
 /**
  * Copies `a` to `b` and `b` to `a` at once. When one end's read returns `null` (its half-close),
@@ -62,7 +69,7 @@ const DEFAULT_BUFFER_SIZE = 64 * 1024;
  * half-close, so that the connection closes without a reset.
  */
 export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions): Promise<PipeResult> {
-  const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
+  const maxBuffer = Math.max(MIN_BUFFER_SIZE, options.bufferSize ?? DEFAULT_BUFFER_SIZE);
   const result: PipeResult = { aToB: 0, bToA: 0 };
   /** Which ends have half-closed: their read returned null. */
   const ended: Record<PipeSide, boolean> = { a: false, b: false };
@@ -73,7 +80,8 @@ export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions): Promise<
 
   const pump = async (from: PipeSide, source: PipeEnd, sink: PipeEnd): Promise<void> => {
     const to: PipeSide = from === "a" ? "b" : "a";
-    const buffer = new Uint8Array(bufferSize);
+    let buffer = new Uint8Array(MIN_BUFFER_SIZE);
+    let smallReads = 0;
     let side: PipeSide = from;
     let op: PipeFailure["op"] = "read";
     try {
@@ -90,6 +98,18 @@ export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions): Promise<
         else result.bToA += n;
         options.onChunk?.(from, n);
         if (stopped) return;
+        // Written, so the buffer is free to be replaced before the next read.
+        if (n === buffer.length && buffer.length < maxBuffer) {
+          buffer = new Uint8Array(Math.min(maxBuffer, buffer.length * 2));
+          smallReads = 0;
+        } else if (n < buffer.length / 4 && buffer.length > MIN_BUFFER_SIZE) {
+          if (++smallReads >= SMALL_READS_BEFORE_SHRINKING) {
+            buffer = new Uint8Array(buffer.length / 2);
+            smallReads = 0;
+          }
+        } else {
+          smallReads = 0;
+        }
       }
       ended[from] = true;
       side = to;
