@@ -30,10 +30,29 @@ const STATUS_NAMES = [
 ];
 export const MAX_PAYLOAD = 65536;
 
-// §12: X25519 keys as node:crypto takes them, from and to the 32 raw bytes of RFC 7748 §5: the raw
-// bytes follow these fixed DER prefixes (PKCS #8 for a private key, SPKI for a public one).
+// §12: X25519 keys as node:crypto takes them, from and to the 32 raw bytes of RFC 7748 §5. Public
+// keys go through JWK (RFC 8037: `x` is the raw key, base64url), several times cheaper here than
+// OpenSSL's DER encoder and decoder; a raw private key (§13's vectors only) follows the fixed PKCS #8
+// DER prefix.
 const PKCS8_X25519 = Buffer.from("302e020100300506032b656e04220420", "hex");
-const SPKI_X25519 = Buffer.from("302a300506032b656e032100", "hex");
+const JWK = { format: "jwk" };
+
+/**
+ * §12: a fresh key pair: the private key, and the public key's 32 raw bytes. The pair comes out of
+ * generateKeyPairSync already encoded, and the private key is imported anew: Node.js 20 deadlocks
+ * when a KeyObject that generateKeyPairSync returned is exported while a garbage collection
+ * finalizes the generating job (both hold the key's mutex), which a load generator hits.
+ */
+export function x25519KeyPair() {
+  const { publicKey, privateKey } = crypto.generateKeyPairSync("x25519", {
+    publicKeyEncoding: JWK,
+    privateKeyEncoding: JWK,
+  });
+  return {
+    privateKey: crypto.createPrivateKey({ key: privateKey, format: "jwk" }),
+    publicBytes: Buffer.from(publicKey.x, "base64url"),
+  };
+}
 
 /** §12: a private key from its 32 raw bytes (before clamping: X25519 clamps them itself). */
 export function x25519PrivateKey(raw) {
@@ -46,16 +65,14 @@ export function x25519PrivateKey(raw) {
 
 /** §12: the 32-byte public key (little-endian u coordinate) of a KeyObject, public or private. */
 export function x25519PublicBytes(key) {
-  const publicKey = key.type === "private" ? crypto.createPublicKey(key) : key;
-  return publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  return Buffer.from(key.export(JWK).x, "base64url");
 }
 
 /** §12: Z = X25519(own private key, peer's 32-byte public key); all zeros for a low-order point. */
 export function x25519(privateKey, peerPublic) {
   const publicKey = crypto.createPublicKey({
-    key: Buffer.concat([SPKI_X25519, peerPublic]),
-    format: "der",
-    type: "spki",
+    key: { kty: "OKP", crv: "X25519", x: Buffer.from(peerPublic).toString("base64url") },
+    format: "jwk",
   });
   try {
     return crypto.diffieHellman({ privateKey, publicKey });
@@ -74,8 +91,13 @@ export function makeHello(secret, cs, digest, mode, { version = 2, cc, privateKe
   cc ??= crypto.randomBytes(32);
   const parts = [Buffer.from(`{${digest}}`), Buffer.from([version, MODES[mode]]), cc];
   if (version === 3) {
-    privateKey ??= crypto.generateKeyPairSync("x25519").privateKey;
-    parts.push(x25519PublicBytes(privateKey));
+    if (privateKey) {
+      parts.push(x25519PublicBytes(privateKey));
+    } else {
+      const pair = x25519KeyPair();
+      privateKey = pair.privateKey;
+      parts.push(pair.publicBytes);
+    }
   }
   const head = Buffer.concat(parts);
   const proof = crypto.createHmac(digest, secret)
