@@ -125,8 +125,15 @@ const WORKER_METRICS: Metric[] = [
   },
 ];
 
-/** hmac-echo spoken to in each protocol variant, by the Node.js generator, for v2's cost. */
-const PROTOCOL_VARIANTS = ["v1", "v2-plain", "v2-integrity", "v2-encrypt"];
+/** hmac-echo spoken to in each protocol variant, by the Node.js generator, for v2's and v3's cost. */
+const PROTOCOL_VARIANTS = [
+  "v1",
+  "v2-plain",
+  "v2-integrity",
+  "v2-encrypt",
+  "v3-integrity",
+  "v3-encrypt",
+];
 function variantSpec(variant: string): ServerSpec {
   const base = SERVERS.find((spec) => spec.name === "hmac-echo")!;
   return { ...base, name: `hmac-echo ${variant}`, variant };

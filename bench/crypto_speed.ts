@@ -1,9 +1,12 @@
 /**
  * How fast WebCrypto itself is in this Deno, per 64 KiB frame: the ceiling for v2's frame layer,
- * which does two such operations per echoed byte (verify in, sign or seal out); and how much heap
- * one CryptoKey holds, which every framed connection keeps two of.
+ * which does two such operations per echoed byte (verify in, sign or seal out); what one side's
+ * X25519 key exchange costs (hello version 03, PROTOCOL.md §12: once per connection); and how much
+ * heap one CryptoKey holds, which every framed connection keeps two of.
  * `deno run --v8-flags=--expose-gc bench/crypto_speed.ts`; prints one line per measurement.
  */
+
+import process from "node:process";
 
 const FRAME = new Uint8Array(65_536).fill(0x61);
 const ROUNDS = 2_000;
@@ -30,6 +33,37 @@ for (const [name, operation] of operations) {
   console.log(
     `${name.padEnd(20)} ${microseconds.toFixed(1).padStart(6)} µs per 64 KiB: ` +
       `${(FRAME.length / microseconds).toFixed(0)} MB/s on one core`,
+  );
+}
+
+// §12, one side's share of a forward-secret handshake: a fresh key pair, its raw public key for the
+// wire, the peer's raw key imported, and Z. Wall time, and the process's CPU time (WebCrypto runs
+// some operations on other threads), per exchange.
+const peerPublic = await crypto.subtle.exportKey(
+  "raw",
+  ((await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"])) as CryptoKeyPair)
+    .publicKey,
+);
+async function x25519Exchange(): Promise<ArrayBuffer> {
+  const pair = await crypto.subtle.generateKey({ name: "X25519" }, false, [
+    "deriveBits",
+  ]) as CryptoKeyPair;
+  await crypto.subtle.exportKey("raw", pair.publicKey);
+  const peer = await crypto.subtle.importKey("raw", peerPublic, { name: "X25519" }, false, []);
+  return await crypto.subtle.deriveBits({ name: "X25519", public: peer }, pair.privateKey, 256);
+}
+{
+  const EXCHANGES = ROUNDS;
+  for (let i = 0; i < EXCHANGES / 10; i++) await x25519Exchange(); // warm-up
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  for (let i = 0; i < EXCHANGES; i++) await x25519Exchange();
+  const wall = (performance.now() - started) / EXCHANGES * 1000;
+  const used = process.cpuUsage(cpuBefore);
+  const cpu = (used.user + used.system) / EXCHANGES;
+  console.log(
+    `${"X25519 one side".padEnd(20)} ${wall.toFixed(1).padStart(6)} µs per exchange ` +
+      `(${cpu.toFixed(1)} µs CPU): generateKey, exportKey, importKey, deriveBits`,
   );
 }
 

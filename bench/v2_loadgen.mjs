@@ -6,7 +6,9 @@
 // Usage: node v2_loadgen.mjs sessions|bulk|hold --port P --secret S --variant V
 //          [--concurrency N] [--duration SECONDS] [--connections N]
 // hold: opens N authenticated connections, prints one line, and holds them until stdin closes.
-// V: v1, v2-plain, v2-integrity, v2-encrypt (v2 uses HMAC-SHA-256). Prints one JSON line.
+// V: v1, v2-plain, v2-integrity, v2-encrypt (hello version 02), v3-integrity, v3-encrypt (hello
+// version 03: a fresh X25519 key exchange per connection, the client's default); v2 and v3 use
+// HMAC-SHA-256. Prints one JSON line.
 
 import crypto from "node:crypto";
 import net from "node:net";
@@ -41,8 +43,15 @@ async function open() {
     socket.write(crypto.createHmac("sha1", secret).update(challenge).digest("hex"));
     return { socket, reader, keys: null };
   }
-  const frameMode = variant.slice("v2-".length);
-  return await handshake({ host: "127.0.0.1", port, secret, digest: "sha256", mode: frameMode });
+  const [version, frameMode] = variant.split("-");
+  return await handshake({
+    host: "127.0.0.1",
+    port,
+    secret,
+    digest: "sha256",
+    mode: frameMode,
+    version: version === "v3" ? 3 : 2,
+  });
 }
 
 /** Sends `data` and then the end of input (an end frame when framed). */

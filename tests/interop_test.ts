@@ -317,6 +317,34 @@ for (const [digest, mode] of V3_CASES) {
   });
 }
 
+// The Node.js peer (the benchmark's generator speaks through it) in version 03 too.
+for (const [digest, mode] of [["sha256", "encrypt"], ["sha512", "integrity"]] as const) {
+  Deno.test(`a Node.js version 03 client (${digest}, ${mode}) gets a forward-secret session (§12)`, async () => {
+    await using started = await startServer({ requireForwardSecrecy: true });
+    const { logger, port } = started;
+    const message = MESSAGE + " ß".repeat(40_000);
+    const child = peer(
+      "v2_client.mjs",
+      ["127.0.0.1", String(port), message, digest, mode, "03"],
+      SECRET_TEXT,
+    );
+    const { code, stdout, stderr } = await child.output();
+    assert.equal(code, 0, decoder.decode(stderr));
+    assert.equal(decoder.decode(stdout), message.toUpperCase());
+    const authenticated = await logger.waitFor("authenticated");
+    assert.deepEqual(
+      [authenticated.fields.digest, authenticated.fields.mode, authenticated.fields.forwardSecret],
+      [digest, mode, true],
+    );
+  });
+}
+
+Deno.test("the Node.js peer recomputes every value of §13's vectors A and B", async () => {
+  const { code, stdout } = await peer("v2_client.mjs", ["--vectors"], "").output();
+  assert.equal(code, 0, decoder.decode(stdout));
+  assert.match(decoder.decode(stdout), /every value matched\n$/);
+});
+
 Deno.test("the Deno client refuses a Python server that substitutes, forges or weakens its key share", async () => {
   for (
     const [flag, secret] of [
