@@ -249,11 +249,6 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
     }),
   );
   const secrets = await loadSecrets({ ...command, env }, logger, { createDefault: true });
-  for (const loaded of [secrets, secrets.previous]) {
-    if (loaded === undefined) continue;
-    const warning = checkSecretStrength(loaded, command.allowWeakSecret);
-    if (warning !== undefined) logger.log("warn", "weak-secret", { warning });
-  }
   const reloads: ReloadCounts = { reloads: 0, failures: 0 };
   const config = {
     ...settings,
@@ -349,11 +344,6 @@ function reloadSecretsOnHangUp(
     reloading = reloading.then(async () => {
       try {
         const secrets = await loadSecrets(command, logger, { createDefault: false });
-        for (const loaded of [secrets, secrets.previous]) {
-          if (loaded === undefined) continue;
-          const warning = checkSecretStrength(loaded, command.allowWeakSecret);
-          if (warning !== undefined) logger.log("warn", "weak-secret", { warning });
-        }
         await server.replaceSecrets(secrets);
         counts.reloads++;
         logger.log("notice", "secrets-reloaded", {
@@ -376,18 +366,22 @@ function reloadSecretsOnHangUp(
 /** The environment variables serve reads: the secrets, and where the default file is. */
 const ENV_NAMES = [SECRET_ENV_VAR, PREVIOUS_SECRET_ENV_VAR, "XDG_CONFIG_HOME", "HOME"];
 
-/** Loads the secret (creating the default file on first run) and a rotation's previous one. */
+/**
+ * Loads the secret (creating the default file on first run) and a rotation's previous one, and
+ * refuses a short one unless `allowWeakSecret` (then it logs a warning): at start and on SIGHUP.
+ */
 async function loadSecrets(
-  command: { secretFile?: string; previousSecretFile?: string; env: Record<string, string> },
+  command: {
+    secretFile?: string;
+    previousSecretFile?: string;
+    env: Record<string, string>;
+    allowWeakSecret: boolean;
+  },
   logger: Logger,
   options: { createDefault: boolean },
-): Promise<{
-  secret: Uint8Array;
-  previousSecret?: Uint8Array;
-  source: string;
-  previousSource?: string;
-  previous?: { secret: Uint8Array; source: string };
-}> {
+): Promise<
+  { secret: Uint8Array; previousSecret?: Uint8Array; source: string; previousSource?: string }
+> {
   const getEnv = (name: string): string | undefined => command.env[name];
   const loaded = await loadSecret({
     secretFile: command.secretFile,
@@ -409,12 +403,16 @@ async function loadSecrets(
     });
     for (const warning of previous.warnings) logger.log("warn", "secret-warning", { warning });
   }
+  for (const secret of [loaded, previous]) {
+    if (secret === undefined) continue;
+    const warning = checkSecretStrength(secret, command.allowWeakSecret);
+    if (warning !== undefined) logger.log("warn", "weak-secret", { warning });
+  }
   return {
     secret: loaded.secret,
     previousSecret: previous?.secret,
     source: loaded.source,
     previousSource: previous?.source,
-    previous,
   };
 }
 
