@@ -187,6 +187,9 @@ for (let round = 1; round <= rounds; round++) {
   }, 100);
   const runLimit = setTimeout(() => stop.abort(), RUN_LIMIT_MS);
   const honestRun = attack.honest(target, config.honestWorkers);
+  // Each attacker has its own address: the throttle withholds every verdict from an address
+  // that is cooling down, so an honest holder sharing the guesser's address would be starved.
+  const guesser = `127.0.${round}.19`;
   const attackers = await Promise.all([
     attack.slowloris(target, `127.0.${round}.10`, config.slowlorisIntervalMs),
     attack.garbage(target, config.garbage, round),
@@ -199,9 +202,8 @@ for (let round = 1; round <= rounds; round++) {
     attack.neverReads(target, `127.0.${round}.16`, config.neverReadsBytes),
     attack.descriptorFlood(target, `127.0.${round}.17`, config.descriptorFlood),
     attack.tamperedFrames(target, config.tamperedFrames),
-    attack.parallelGuesser(target, `127.0.${round}.18`, config.guessBursts, PER_ADDRESS),
+    attack.parallelGuesser(target, guesser, config.guessBursts, PER_ADDRESS),
   ]);
-  const guesser = `127.0.${round}.18`;
   revealedGuesses.push({
     revealed: (attackers.at(-1) as { revealed: number }).revealed,
     cooldowns: events.filter((e) => e.event === "throttling" && e.address === guesser).length,
