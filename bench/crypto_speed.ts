@@ -2,11 +2,22 @@
  * How fast WebCrypto itself is in this Deno, per 64 KiB frame: the ceiling for v2's frame layer,
  * which does two such operations per echoed byte (verify in, sign or seal out); what one side's
  * X25519 key exchange costs (hello version 03, PROTOCOL.md §12: once per connection); and how much
- * heap one CryptoKey holds, which every framed connection keeps two of.
+ * heap one CryptoKey holds; and, beside each, the same work through `node:crypto`'s synchronous
+ * calls, which the frame layer uses for small frames and the key exchange always.
  * `deno run --v8-flags=--expose-gc bench/crypto_speed.ts`; prints one line per measurement.
  */
 
 import process from "node:process";
+import {
+  createCipheriv,
+  createHmac,
+  createPublicKey,
+  createSecretKey,
+  diffieHellman,
+  generateKeyPairSync,
+  type KeyObject,
+} from "node:crypto";
+import { Buffer } from "node:buffer";
 
 const FRAME = new Uint8Array(65_536).fill(0x61);
 const ROUNDS = 2_000;
@@ -36,6 +47,52 @@ for (const [name, operation] of operations) {
   );
 }
 
+// Small frames, the two engines side by side: what protocol/frame_key.ts's SYNCHRONOUS_LIMIT rests
+// on. Wall time per call, one at a time: WebCrypto hands each call to another thread and back.
+{
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  const webAes = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt"]);
+  const webHmac = await crypto.subtle.importKey(
+    "raw",
+    raw,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    [
+      "sign",
+    ],
+  );
+  const nodeKey: KeyObject = createSecretKey(raw);
+  const header = new Uint8Array(12);
+  const seal = (data: Uint8Array) => {
+    const cipher = createCipheriv("aes-256-gcm", nodeKey, iv);
+    cipher.setAAD(header);
+    const sealed = cipher.update(data);
+    cipher.final();
+    return [sealed, cipher.getAuthTag()];
+  };
+  for (const size of [32, 1024, 16_384, 65_536]) {
+    const data = new Uint8Array(size).fill(0x61);
+    const rounds = size > 4096 ? ROUNDS : 10 * ROUNDS;
+    const pairs: [string, () => unknown][] = [
+      [
+        "AES-GCM WebCrypto",
+        () => crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: header }, webAes, data),
+      ],
+      ["AES-GCM node:crypto", () => seal(data)],
+      ["HMAC WebCrypto", () => crypto.subtle.sign("HMAC", webHmac, data)],
+      ["HMAC node:crypto", () => createHmac("sha256", nodeKey).update(data).digest()],
+    ];
+    const line: string[] = [];
+    for (const [name, operation] of pairs) {
+      for (let i = 0; i < rounds / 10; i++) await operation(); // warm-up
+      const started = performance.now();
+      for (let i = 0; i < rounds; i++) await operation();
+      line.push(`${name} ${((performance.now() - started) / rounds * 1000).toFixed(1)} µs`);
+    }
+    console.log(`${`small frames, ${size} B`.padEnd(20)} ${line.join(", ")}`);
+  }
+}
+
 // §12, one side's share of a forward-secret handshake: a fresh key pair, its raw public key for the
 // wire, the peer's raw key imported, and Z. Wall time, and the process's CPU time (WebCrypto runs
 // some operations on other threads), per exchange.
@@ -52,18 +109,34 @@ async function x25519Exchange(): Promise<ArrayBuffer> {
   const peer = await crypto.subtle.importKey("raw", peerPublic, { name: "X25519" }, false, []);
   return await crypto.subtle.deriveBits({ name: "X25519", public: peer }, pair.privateKey, 256);
 }
-{
+// The same share through node:crypto's synchronous calls, as protocol/key_exchange.ts makes it.
+const SPKI_X25519_PREFIX = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00];
+function x25519ExchangeNode(): Buffer {
+  const pair = generateKeyPairSync("x25519");
+  pair.publicKey.export({ format: "der", type: "spki" });
+  const peer = createPublicKey({
+    key: Buffer.from([...SPKI_X25519_PREFIX, ...new Uint8Array(peerPublic)]),
+    format: "der",
+    type: "spki",
+  });
+  return diffieHellman({ privateKey: pair.privateKey, publicKey: peer });
+}
+const exchanges: [string, () => unknown][] = [
+  ["X25519 WebCrypto", x25519Exchange],
+  ["X25519 node:crypto", x25519ExchangeNode],
+];
+for (const [name, exchange] of exchanges) {
   const EXCHANGES = ROUNDS;
-  for (let i = 0; i < EXCHANGES / 10; i++) await x25519Exchange(); // warm-up
+  for (let i = 0; i < EXCHANGES / 10; i++) await exchange(); // warm-up
   const cpuBefore = process.cpuUsage();
   const started = performance.now();
-  for (let i = 0; i < EXCHANGES; i++) await x25519Exchange();
+  for (let i = 0; i < EXCHANGES; i++) await exchange();
   const wall = (performance.now() - started) / EXCHANGES * 1000;
   const used = process.cpuUsage(cpuBefore);
   const cpu = (used.user + used.system) / EXCHANGES;
   console.log(
-    `${"X25519 one side".padEnd(20)} ${wall.toFixed(1).padStart(6)} µs per exchange ` +
-      `(${cpu.toFixed(1)} µs CPU): generateKey, exportKey, importKey, deriveBits`,
+    `${name.padEnd(20)} ${wall.toFixed(1).padStart(6)} µs per exchange ` +
+      `(${cpu.toFixed(1)} µs CPU): key pair, public bytes, peer's key, Z`,
   );
 }
 

@@ -9,15 +9,14 @@
 
 import { type ByteStream, writeAll } from "../_io.ts";
 import { HmacEchoError } from "../errors.ts";
+import { type FrameKey, HEADER_LENGTH } from "./frame_key.ts";
 
 /** The largest payload one frame may carry; a longer one is refused before its body is read. */
 export const MAX_FRAME_PAYLOAD = 65_536;
 
-const HEADER_LENGTH = 12;
 /** Frames one direction may carry, end frame included (docs/PROTOCOL.md §11): 256 TiB of data. */
 const MAX_FRAMES = 2 ** 32;
 const HMAC_TAG_LENGTH = 32;
-const GCM_TAG_LENGTH = 16;
 /**
  * The receive buffer is small whenever it is empty, because the read that then waits for the next
  * frame pins it for as long as the peer is idle; a frame that does not fit moves it into a bulk
@@ -46,9 +45,9 @@ export interface FrameKeys {
   /** `integrity`: HMAC-SHA-256 keys; `encrypt`: AES-256-GCM keys. */
   mode: "integrity" | "encrypt";
   /** The key for the frames this side sends. */
-  send: CryptoKey;
+  send: FrameKey;
   /** The key for the frames this side receives. */
-  receive: CryptoKey;
+  receive: FrameKey;
 }
 
 /** Why a frame was refused (docs/PROTOCOL.md §11). */
@@ -87,8 +86,9 @@ export class FrameError extends HmacEchoError {
  * ```ts
  * import assert from "node:assert/strict";
  * import { FramedConnection, type FrameKeys } from "./frames.ts";
- * const key = () => crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
- * const keys: FrameKeys = { mode: "encrypt", send: await key(), receive: await key() };
+ * import { FrameKey } from "./frame_key.ts";
+ * const key = () => new FrameKey("encrypt", crypto.getRandomValues(new Uint8Array(32)));
+ * const keys: FrameKeys = { mode: "encrypt", send: key(), receive: key() };
  * const wire: Uint8Array[] = [];
  * const stream = { read: () => Promise.resolve(null), write: (b: Uint8Array) => (wire.push(b.slice()), Promise.resolve(b.length)) };
  * const framed = new FramedConnection(stream, keys);
@@ -122,7 +122,7 @@ export class FramedConnection implements ByteStream {
   constructor(stream: ByteStream, keys: FrameKeys) {
     this.#stream = stream;
     this.#keys = keys;
-    this.#tagLength = keys.mode === "integrity" ? HMAC_TAG_LENGTH : GCM_TAG_LENGTH;
+    this.#tagLength = keys.send.tagLength;
   }
 
   /**
@@ -209,23 +209,7 @@ export class FramedConnection implements ByteStream {
     const n = payload.length;
     const frame = new Uint8Array(HEADER_LENGTH + n + this.#tagLength);
     writeHeader(frame, n, this.#sendSeq);
-    const header = frame.subarray(0, HEADER_LENGTH);
-    if (this.#keys.mode === "integrity") {
-      frame.set(payload, HEADER_LENGTH);
-      const tag = await crypto.subtle.sign(
-        "HMAC",
-        this.#keys.send,
-        frame.subarray(0, HEADER_LENGTH + n),
-      );
-      frame.set(new Uint8Array(tag), HEADER_LENGTH + n);
-    } else {
-      const sealed = await crypto.subtle.encrypt(
-        { name: "AES-GCM", iv: nonce(this.#sendSeq), additionalData: header },
-        this.#keys.send,
-        payload as Uint8Array<ArrayBuffer>, // WebCrypto copies its input: no copy of our own
-      );
-      frame.set(new Uint8Array(sealed), HEADER_LENGTH);
-    }
+    await this.#keys.send.seal(frame, payload, this.#sendSeq);
     this.#sendSeq++;
     await writeAll(this.#stream, frame);
   }
@@ -244,31 +228,16 @@ export class FramedConnection implements ByteStream {
     const frameLength = HEADER_LENGTH + n + this.#tagLength;
     await this.#fill(frameLength);
     const frame = this.#inbox.subarray(this.#start, this.#start + frameLength);
-    const header = frame.subarray(0, HEADER_LENGTH);
-    let payload: Uint8Array;
-    if (this.#keys.mode === "integrity") {
-      const valid = await crypto.subtle.verify(
-        "HMAC",
-        this.#keys.receive,
-        frame.subarray(HEADER_LENGTH + n),
-        frame.subarray(0, HEADER_LENGTH + n),
+    // An `integrity` payload is a view, not a copy: it is read in full before the next #fill may
+    // move the inbox or give it to another connection.
+    const payload = await this.#keys.receive.open(frame, seq);
+    if (payload === null) {
+      throw new FrameError(
+        "tampered-frame",
+        this.#keys.mode === "integrity"
+          ? `frame ${seq}'s MAC does not verify`
+          : `frame ${seq} does not decrypt and authenticate`,
       );
-      if (!valid) throw new FrameError("tampered-frame", `frame ${seq}'s MAC does not verify`);
-      // A view, not a copy: it is read in full before the next #fill may move the inbox or give
-      // it to another connection.
-      payload = frame.subarray(HEADER_LENGTH, HEADER_LENGTH + n);
-    } else {
-      try {
-        payload = new Uint8Array(
-          await crypto.subtle.decrypt(
-            { name: "AES-GCM", iv: nonce(seq), additionalData: header },
-            this.#keys.receive,
-            frame.subarray(HEADER_LENGTH),
-          ),
-        );
-      } catch {
-        throw new FrameError("tampered-frame", `frame ${seq} does not decrypt and authenticate`);
-      }
     }
     // The sequence number is trusted only now that the tag has vouched for it.
     if (seq < this.#receiveSeq) {
@@ -343,13 +312,4 @@ function writeHeader(frame: Uint8Array, n: number, seq: number): void {
   view.setUint32(0, n);
   view.setUint32(4, Math.floor(seq / 2 ** 32));
   view.setUint32(8, seq >>> 0);
-}
-
-/** The GCM nonce for `seq`: four zero bytes, then seq (docs/PROTOCOL.md §11). */
-function nonce(seq: number): Uint8Array<ArrayBuffer> {
-  const iv = new Uint8Array(12);
-  const view = new DataView(iv.buffer);
-  view.setUint32(4, Math.floor(seq / 2 ** 32));
-  view.setUint32(8, seq >>> 0);
-  return iv;
 }

@@ -1,3 +1,5 @@
+import { hkdfSync } from "node:crypto";
+
 /**
  * The shared secret as WebCrypto keys, imported once: the crypto that protocol v1 (`v1.ts`) and
  * v2 (`v2.ts`) share.
@@ -22,10 +24,10 @@ export function isDigestName(name: string): name is DigestName {
 }
 
 /**
- * The shared secret, imported once as every key the protocols need: an HMAC key per digest, and an
- * HKDF key for v2's session keys. The keys are not extractable; the secret's bytes stay in a
- * private field, for the forward-secret key exchange (Z || secret, docs/PROTOCOL.md §12) and the
- * tutorial's `sha1-prefix` answer.
+ * The shared secret, imported once as every key the protocols need: an HMAC key per digest, not
+ * extractable. The secret's bytes stay in a private field, for v2's session keys (HKDF, with Z ||
+ * secret for the forward-secret key exchange, docs/PROTOCOL.md §11, §12) and the tutorial's
+ * `sha1-prefix` answer.
  *
  * @example
  * ```ts
@@ -35,19 +37,15 @@ export function isDigestName(name: string): name is DigestName {
  */
 export class SecretKeys {
   readonly #hmac: Record<DigestName, CryptoKey>;
-  /** The HKDF input keying material (docs/PROTOCOL.md §11). */
-  readonly hkdf: CryptoKey;
   readonly #secret: Uint8Array<ArrayBuffer>;
   readonly #sha1Prefix: boolean;
 
   private constructor(
     hmac: Record<DigestName, CryptoKey>,
-    hkdf: CryptoKey,
     secret: Uint8Array<ArrayBuffer>,
     sha1Prefix: boolean,
   ) {
     this.#hmac = hmac;
-    this.hkdf = hkdf;
     this.#secret = secret;
     this.#sha1Prefix = sha1Prefix;
   }
@@ -78,8 +76,7 @@ export class SecretKeys {
         ["sign", "verify"],
       );
     }
-    const hkdf = await crypto.subtle.importKey("raw", raw, "HKDF", false, ["deriveKey"]);
-    return new SecretKeys(hmac, hkdf, raw, options.sha1Prefix ?? false);
+    return new SecretKeys(hmac, raw, options.sha1Prefix ?? false);
   }
 
   /** The HMAC key for `digest`. */
@@ -87,12 +84,25 @@ export class SecretKeys {
     return this.#hmac[digest];
   }
 
-  /** The HKDF input keying material `prefix || secret`: Z || secret for hello version 03 (§12). */
-  async hkdfWith(prefix: Uint8Array): Promise<CryptoKey> {
+  /**
+   * `length` bytes of HKDF-SHA-256 (RFC 5869) with input keying material `prefix || secret`:
+   * the secret alone for v2's session keys, Z || secret for hello version 03's (docs/PROTOCOL.md
+   * §11, §12). Synchronous: it costs less than one hand-off to WebCrypto's thread.
+   */
+  deriveBytes(
+    prefix: Uint8Array,
+    salt: Uint8Array,
+    info: Uint8Array,
+    length: number,
+  ): Uint8Array<ArrayBuffer> {
     const ikm = new Uint8Array(prefix.length + this.#secret.length);
     ikm.set(prefix);
     ikm.set(this.#secret, prefix.length);
-    return await crypto.subtle.importKey("raw", ikm, "HKDF", false, ["deriveKey"]);
+    try {
+      return new Uint8Array(hkdfSync("sha256", ikm, salt, info, length));
+    } finally {
+      ikm.fill(0);
+    }
   }
 
   /** Whether these keys can compute the tutorial's `sha1-prefix` answer. */

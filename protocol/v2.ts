@@ -11,6 +11,7 @@ import { CHALLENGE_LENGTH, createChallenge } from "./challenge.ts";
 import { type DigestName, DIGESTS, isDigestName, type SecretKeys } from "./keys.ts";
 import type { AuthenticationPolicy, HandshakeOutcome } from "./outcome.ts";
 import type { FrameKeys, FrameMode } from "./frames.ts";
+import { FRAME_KEY_LENGTH, FrameKey } from "./frame_key.ts";
 import { createKeyShare, KEY_SHARE_LENGTH, type KeyShare, sharedSecret } from "./key_exchange.ts";
 
 /** The first byte of a v2 hello, `{`: never the first byte of a v1 answer (docs/PROTOCOL.md §8). */
@@ -142,40 +143,28 @@ export interface KeyExchangeResult {
  * per direction (docs/PROTOCOL.md §11); with a key exchange, of Z || secret, with the transcript in
  * the info (§12).
  */
-export async function deriveFrameKeys(
+export function deriveFrameKeys(
   keys: SecretKeys,
   mode: "integrity" | "encrypt",
   serverChallenge: Uint8Array,
   clientChallenge: Uint8Array,
   side: "client" | "server",
   exchange?: KeyExchangeResult,
-): Promise<FrameKeys> {
+): FrameKeys {
   const salt = concat([serverChallenge, clientChallenge]);
   const version = exchange === undefined ? "v2" : "v3";
   const transcript = exchange === undefined
     ? new Uint8Array(0)
     : concat([exchange.head, exchange.serverShare]);
-  const ikm = exchange === undefined ? keys.hkdf : await keys.hkdfWith(exchange.z);
-  const derive = (direction: string) =>
-    crypto.subtle.deriveKey(
-      {
-        name: "HKDF",
-        hash: "SHA-256",
-        salt,
-        info: concat([encoder.encode(`hmac-echo ${version} ${mode} ${direction}`), transcript]),
-      },
-      ikm,
-      mode === "integrity" ? { name: "HMAC", hash: "SHA-256", length: 256 } : {
-        name: "AES-GCM",
-        length: 256,
-      },
-      false,
-      mode === "integrity" ? ["sign", "verify"] : ["encrypt", "decrypt"],
-    );
-  const [toServer, toClient] = await Promise.all([
-    derive("client->server"),
-    derive("server->client"),
-  ]);
+  const derive = (direction: string) => {
+    const info = concat([encoder.encode(`hmac-echo ${version} ${mode} ${direction}`), transcript]);
+    const bytes = keys.deriveBytes(exchange?.z ?? new Uint8Array(0), salt, info, FRAME_KEY_LENGTH);
+    const key = new FrameKey(mode, bytes);
+    bytes.fill(0);
+    return key;
+  };
+  const toServer = derive("client->server");
+  const toClient = derive("server->client");
   return side === "client"
     ? { mode, send: toServer, receive: toClient }
     : { mode, send: toClient, receive: toServer };
@@ -281,8 +270,8 @@ export async function verifyHello(
   }
   let result: KeyExchangeResult | undefined;
   if (exchange) {
-    const share = await createKeyShare();
-    const z = await sharedSecret(share, head.subarray(headLength - KEY_SHARE_LENGTH));
+    const share = createKeyShare();
+    const z = sharedSecret(share, head.subarray(headLength - KEY_SHARE_LENGTH));
     if (z === null) {
       return reject("bad-key-share", "the client's key share gives an all-zero X25519 secret");
     }
@@ -305,7 +294,7 @@ export async function verifyHello(
     mode,
     frameKeys: mode === "plain"
       ? undefined
-      : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server", result),
+      : deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server", result),
     ...(previousSecret ? { previousSecret: true } : {}),
     ...(exchange ? { forwardSecret: true } : {}),
   };
@@ -334,7 +323,7 @@ export async function sendHello(
   options: { digest: DigestName; mode: FrameMode; forwardSecrecy?: boolean },
 ): Promise<HelloResult> {
   const { digest, mode } = options;
-  const share: KeyShare | undefined = options.forwardSecrecy ? await createKeyShare() : undefined;
+  const share: KeyShare | undefined = options.forwardSecrecy ? createKeyShare() : undefined;
   const clientChallenge = createChallenge();
   const head = encodeHelloHead(digest, mode, clientChallenge, share?.publicKey);
   const proof = await computeProof(keys, digest, "client", serverChallenge, head);
@@ -372,7 +361,7 @@ export async function sendHello(
   }
   let exchange: KeyExchangeResult | undefined;
   if (share) {
-    const z = await sharedSecret(share, serverShare);
+    const z = sharedSecret(share, serverShare);
     if (z === null) {
       return { outcome: "bad-server-proof", detail: "its key share is not a usable X25519 point" };
     }
@@ -385,7 +374,7 @@ export async function sendHello(
       mode,
       frameKeys: mode === "plain"
         ? undefined
-        : await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client", exchange),
+        : deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client", exchange),
       forwardSecret: share !== undefined,
     },
   };

@@ -9,6 +9,7 @@ import { connect, exchange, HandshakeRejectedError } from "../client/client.ts";
 import { ServerAuthenticationError } from "../client/client.ts";
 import { readChallenge } from "../protocol/challenge.ts";
 import { FramedConnection, type FrameKeys } from "../protocol/frames.ts";
+import type { FrameKey } from "../protocol/frame_key.ts";
 import { keyShareFromPrivateBytes, sharedSecret } from "../protocol/key_exchange.ts";
 import { type DigestName, SecretKeys } from "../protocol/keys.ts";
 import {
@@ -154,8 +155,11 @@ async function decryptFirstFrameWithSecretOnly(
   return await openFirstFrame(keys.receive, recording.toServer.subarray(helloLength));
 }
 
-/** Decrypts the first encrypt frame (§11) of `frames` with `key`; throws if the key is wrong. */
-async function openFirstFrame(key: CryptoKey, frames: Uint8Array): Promise<string> {
+/**
+ * Decrypts the first encrypt frame (§11) of `frames` with `key`, through WebCrypto (not the
+ * synchronous path that sealed it); throws if the key is wrong.
+ */
+async function openFirstFrame(key: FrameKey, frames: Uint8Array): Promise<string> {
   const n = new DataView(frames.buffer, frames.byteOffset).getUint32(0);
   const plaintext = await crypto.subtle.decrypt(
     {
@@ -163,7 +167,7 @@ async function openFirstFrame(key: CryptoKey, frames: Uint8Array): Promise<strin
       iv: new Uint8Array([0, 0, 0, 0, ...frames.subarray(4, 12)]),
       additionalData: new Uint8Array(frames.subarray(0, 12)),
     },
-    key,
+    await key.webCryptoKey(),
     new Uint8Array(frames.subarray(12, 12 + n + 16)),
   );
   return decoder.decode(plaintext);
