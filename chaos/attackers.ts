@@ -252,7 +252,7 @@ export async function slowloris(target: Target, from: string, intervalMs: number
   await Promise.all(Array.from({ length: 40 }, async (_, position) => {
     const opened = await openChallenged(target, from, tally);
     if (!opened) return;
-    const answer = await computeAnswer(target.key, opened.challenge);
+    const answer = computeAnswer(target.key, opened.challenge);
     await opened.socket.write(answer.subarray(0, position));
     // Stop one byte short of a whole answer: the point is to hold the slot, never to finish.
     for (let i = position; i < 39 && !opened.socket.ended; i++) {
@@ -307,10 +307,10 @@ export async function wrongDigests(target: Target, from: string, count: number):
     const opened = await openChallenged(target, from, tally);
     if (!opened) continue;
     if (i % 2 === 0) {
-      await opened.socket.write(await computeAnswer(wrongKeys, opened.challenge));
+      await opened.socket.write(computeAnswer(wrongKeys, opened.challenge));
     } else {
       const head = encodeHelloHead("sha256", "integrity", createChallenge());
-      const proof = await computeProof(wrongKeys, "sha256", "client", opened.challenge, head);
+      const proof = computeProof(wrongKeys, "sha256", "client", opened.challenge, head);
       await opened.socket.write(concat([head, proof]));
     }
     await expectRejection(opened.socket, tally);
@@ -337,7 +337,7 @@ export async function parallelGuesser(
       const opened = await openChallenged(target, from, tally);
       if (!opened) return;
       const head = encodeHelloHead("sha256", "integrity", createChallenge());
-      const proof = await computeProof(wrongKeys, "sha256", "client", opened.challenge, head);
+      const proof = computeProof(wrongKeys, "sha256", "client", opened.challenge, head);
       await opened.socket.write(concat([head, proof]));
       await expectRejection(opened.socket, tally);
       if (opened.socket.received === 33) tally.revealed++;
@@ -418,7 +418,7 @@ async function openConfirmed(
 ): Promise<RawSocket | null> {
   const opened = await openChallenged(target, from, tally);
   if (!opened) return null;
-  await opened.socket.write(await computeAnswer(target.key, opened.challenge));
+  await opened.socket.write(computeAnswer(target.key, opened.challenge));
   await opened.socket.write(encoder.encode("x"));
   if ((await opened.socket.readExactly(1)) === null) {
     tally.rejected++;
@@ -465,7 +465,7 @@ export async function burstThenIdle(target: Target, from: string, count: number)
     const { socket, challenge } = opened;
     let stream: ByteStream = socket.stream();
     if (i % 2 === 0) {
-      await socket.write(await computeAnswer(target.key, challenge));
+      await socket.write(computeAnswer(target.key, challenge));
       tally.authenticated++; // the answer is right: the server counts it before any echo
     } else {
       const hello = await sendHello(stream, target.key, challenge, {

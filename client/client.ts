@@ -405,8 +405,8 @@ async function connectOnce(
     const challenge = await readChallenge(conn);
     if (handshake.protocol === 1) {
       const answer = handshake.digest === "sha1-prefix"
-        ? await computeSha1PrefixAnswer(keys, challenge)
-        : await computeAnswer(keys, challenge);
+        ? computeSha1PrefixAnswer(keys, challenge)
+        : computeAnswer(keys, challenge);
       await writeAll(conn, answer);
       return new Client(conn, server, { protocol: 1 });
     }

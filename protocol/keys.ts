@@ -1,7 +1,14 @@
-import { hkdfSync } from "node:crypto";
+import {
+  createHash,
+  createHmac,
+  createSecretKey,
+  hkdfSync,
+  type KeyObject,
+  timingSafeEqual,
+} from "node:crypto";
 
 /**
- * The shared secret as WebCrypto keys, imported once: the crypto that protocol v1 (`v1.ts`) and
+ * The shared secret as keys, imported once: the crypto that protocol v1 (`v1.ts`) and
  * v2 (`v2.ts`) share.
  *
  * @module
@@ -10,7 +17,8 @@ import { hkdfSync } from "node:crypto";
 /** The HMAC digests protocol v2 can name (docs/PROTOCOL.md §9). v1 always uses SHA-1. */
 export type DigestName = "sha1" | "sha256" | "sha384" | "sha512";
 
-/** Every v2 digest, weakest first, with its WebCrypto name and output length in bytes. */
+/** Every v2 digest, weakest first, with its WebCrypto name and output length in bytes (its
+ * `node:crypto` name is the `DigestName` itself). */
 export const DIGESTS: Readonly<Record<DigestName, { webCrypto: string; length: number }>> = {
   sha1: { webCrypto: "SHA-1", length: 20 },
   sha256: { webCrypto: "SHA-256", length: 32 },
@@ -24,10 +32,11 @@ export function isDigestName(name: string): name is DigestName {
 }
 
 /**
- * The shared secret, imported once as every key the protocols need: an HMAC key per digest, not
- * extractable. The secret's bytes stay in a private field, for v2's session keys (HKDF, with Z ||
- * secret for the forward-secret key exchange, docs/PROTOCOL.md §11, §12) and the tutorial's
- * `sha1-prefix` answer.
+ * The shared secret, imported once as the key every protocol needs: HMAC under any digest, HKDF for
+ * v2's session keys (with Z || secret for the forward-secret key exchange, docs/PROTOCOL.md §11,
+ * §12) and the tutorial's `sha1-prefix` answer. The key is a `node:crypto` `KeyObject`, used through
+ * synchronous calls: an HMAC of a challenge costs less than one hand-off to WebCrypto's thread, and
+ * WebCrypto's HMAC `verify` was the largest single cost of a v1 session (BENCHMARKS.md).
  *
  * @example
  * ```ts
@@ -36,16 +45,12 @@ export function isDigestName(name: string): name is DigestName {
  * ```
  */
 export class SecretKeys {
-  readonly #hmac: Record<DigestName, CryptoKey>;
+  readonly #key: KeyObject;
   readonly #secret: Uint8Array<ArrayBuffer>;
   readonly #sha1Prefix: boolean;
 
-  private constructor(
-    hmac: Record<DigestName, CryptoKey>,
-    secret: Uint8Array<ArrayBuffer>,
-    sha1Prefix: boolean,
-  ) {
-    this.#hmac = hmac;
+  private constructor(secret: Uint8Array<ArrayBuffer>, sha1Prefix: boolean) {
+    this.#key = createSecretKey(secret);
     this.#secret = secret;
     this.#sha1Prefix = sha1Prefix;
   }
@@ -56,32 +61,24 @@ export class SecretKeys {
    *
    * @throws {RangeError} if the secret is empty: an empty key protects nothing.
    */
-  static async import(
+  static import(
     secret: Uint8Array,
     options: { sha1Prefix?: boolean } = {},
   ): Promise<SecretKeys> {
     if (secret.length === 0) {
-      throw new RangeError(
-        "The secret is empty: give it at least one byte (32 random bytes is better)",
+      return Promise.reject(
+        new RangeError(
+          "The secret is empty: give it at least one byte (32 random bytes is better)",
+        ),
       );
     }
-    const raw = new Uint8Array(secret);
-    const hmac = {} as Record<DigestName, CryptoKey>;
-    for (const [name, { webCrypto }] of Object.entries(DIGESTS)) {
-      hmac[name as DigestName] = await crypto.subtle.importKey(
-        "raw",
-        raw,
-        { name: "HMAC", hash: webCrypto },
-        false,
-        ["sign", "verify"],
-      );
-    }
-    return new SecretKeys(hmac, raw, options.sha1Prefix ?? false);
+    return Promise.resolve(new SecretKeys(new Uint8Array(secret), options.sha1Prefix ?? false));
   }
 
-  /** The HMAC key for `digest`. */
-  hmac(digest: DigestName): CryptoKey {
-    return this.#hmac[digest];
+  /** HMAC-`digest` of `data` under the secret. */
+  mac(digest: DigestName, data: Uint8Array): Uint8Array<ArrayBuffer> {
+    const mac = createHmac(digest, this.#key).update(data).digest();
+    return new Uint8Array(mac.buffer, mac.byteOffset, mac.length) as Uint8Array<ArrayBuffer>;
   }
 
   /**
@@ -115,14 +112,11 @@ export class SecretKeys {
    *
    * @throws {TypeError} unless the keys were imported with `{ sha1Prefix: true }`.
    */
-  async sha1PrefixDigest(challenge: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+  sha1PrefixDigest(challenge: Uint8Array): Uint8Array<ArrayBuffer> {
     if (!this.#sha1Prefix) {
       throw new TypeError("These keys were imported without { sha1Prefix: true }");
     }
-    const input = new Uint8Array(this.#secret.length + challenge.length);
-    input.set(this.#secret);
-    input.set(challenge, this.#secret.length);
-    return new Uint8Array(await crypto.subtle.digest("SHA-1", input));
+    return new Uint8Array(createHash("sha1").update(this.#secret).update(challenge).digest());
   }
 }
 
@@ -134,20 +128,10 @@ export async function secretKeys(
   return secret instanceof SecretKeys ? secret : await SecretKeys.import(secret, options);
 }
 
-/** A key only this process knows, for comparing two digests in constant time; made when first needed. */
-let comparisonKey: Promise<CryptoKey> | undefined;
-
 /**
- * Whether `a` and `b` are equal, in time that does not depend on where they differ: both are
- * MACed under a random key and WebCrypto's `verify` compares the MACs (the "double HMAC" pattern).
+ * Whether `a` and `b` are equal, in time that does not depend on where they differ
+ * (`timingSafeEqual`); their lengths are not secret.
  */
-export async function equalInConstantTime(a: Uint8Array, b: Uint8Array): Promise<boolean> {
-  comparisonKey ??= crypto.subtle.generateKey(
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign", "verify"],
-  ) as Promise<CryptoKey>;
-  const key = await comparisonKey;
-  const mac = await crypto.subtle.sign("HMAC", key, new Uint8Array(a));
-  return await crypto.subtle.verify("HMAC", key, mac, new Uint8Array(b));
+export function equalInConstantTime(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
 }

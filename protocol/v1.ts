@@ -23,28 +23,24 @@ const DIGEST_LENGTH = 20;
  * import { computeAnswer } from "./v1.ts";
  * import { SecretKeys } from "./keys.ts";
  * const keys = await SecretKeys.import(new TextEncoder().encode("correct horse battery staple"));
- * const answer = await computeAnswer(keys, new Uint8Array(32));
+ * const answer = computeAnswer(keys, new Uint8Array(32));
  * assert.ok(answer.length === 40);
  * ```
  * @returns 40 ASCII bytes, ready to send.
  */
-export async function computeAnswer(
-  keys: SecretKeys,
-  challenge: Uint8Array,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const digest = await crypto.subtle.sign("HMAC", keys.hmac("sha1"), new Uint8Array(challenge));
-  return encodeHex(new Uint8Array(digest));
+export function computeAnswer(keys: SecretKeys, challenge: Uint8Array): Uint8Array<ArrayBuffer> {
+  return encodeHex(keys.mac("sha1", challenge));
 }
 
 /**
  * The tutorial's answer, `hex(sha1(secret + challenge))`, for clients being migrated (§3.1).
  * The keys must have been imported with `{ sha1Prefix: true }`.
  */
-export async function computeSha1PrefixAnswer(
+export function computeSha1PrefixAnswer(
   keys: SecretKeys,
   challenge: Uint8Array,
-): Promise<Uint8Array<ArrayBuffer>> {
-  return encodeHex(await keys.sha1PrefixDigest(challenge));
+): Uint8Array<ArrayBuffer> {
+  return encodeHex(keys.sha1PrefixDigest(challenge));
 }
 
 /** A 20-byte digest as 40 lowercase hex characters (docs/PROTOCOL.md §2). */
@@ -89,11 +85,11 @@ export function decodeAnswer(answer: Uint8Array): Uint8Array<ArrayBuffer> | null
  *
  * @returns the outcome, with the reason for a rejection (docs/PROTOCOL.md §3).
  */
-export async function verifyAnswer(
+export function verifyAnswer(
   keys: SecretKeys,
   challenge: Uint8Array,
   answer: Uint8Array,
-): Promise<HandshakeOutcome> {
+): HandshakeOutcome {
   if (answer.length < ANSWER_LENGTH) {
     return {
       authenticated: false,
@@ -111,13 +107,8 @@ export async function verifyAnswer(
       answer,
     };
   }
-  // WebCrypto's verify compares in constant time; a hand-written comparison would leak timing.
-  const valid = await crypto.subtle.verify(
-    "HMAC",
-    keys.hmac("sha1"),
-    digest,
-    new Uint8Array(challenge),
-  );
+  // A hand-written comparison would leak, through its timing, how much of the answer is right.
+  const valid = equalInConstantTime(keys.mac("sha1", challenge), digest);
   return valid ? { authenticated: true, protocol: 1 } : {
     authenticated: false,
     reason: "wrong-digest",
@@ -127,12 +118,12 @@ export async function verifyAnswer(
 }
 
 /** Checks a v1 answer under each secret the policy accepts, then as `sha1-prefix` if allowed. */
-export async function verifyAnswerUnderPolicy(
+export function verifyAnswerUnderPolicy(
   policy: AuthenticationPolicy,
   challenge: Uint8Array,
   answer: Uint8Array,
-): Promise<HandshakeOutcome> {
-  const outcome = await checkUnderPolicy(policy, challenge, answer);
+): HandshakeOutcome {
+  const outcome = checkUnderPolicy(policy, challenge, answer);
   const checked = outcome.authenticated || outcome.reason === "wrong-digest";
   if (checked && policy.afterCheck && !policy.afterCheck(outcome.authenticated)) {
     return {
@@ -145,23 +136,23 @@ export async function verifyAnswerUnderPolicy(
   return outcome;
 }
 
-async function checkUnderPolicy(
+function checkUnderPolicy(
   policy: AuthenticationPolicy,
   challenge: Uint8Array,
   answer: Uint8Array,
-): Promise<HandshakeOutcome> {
-  const outcome = await verifyAnswer(policy.keys, challenge, answer);
+): HandshakeOutcome {
+  const outcome = verifyAnswer(policy.keys, challenge, answer);
   if (outcome.authenticated || outcome.reason !== "wrong-digest") return outcome;
   // During a rotation, and for sha1-prefix clients, further checks, each as constant-time as the first.
   if (policy.previousKeys) {
-    const previous = await verifyAnswer(policy.previousKeys, challenge, answer);
+    const previous = verifyAnswer(policy.previousKeys, challenge, answer);
     if (previous.authenticated) return { authenticated: true, protocol: 1, previousSecret: true };
   }
   if (policy.sha1Prefix) {
     const digest = decodeAnswer(answer)!; // verifyAnswer found it well-formed
     for (const keys of [policy.keys, policy.previousKeys]) {
       if (!keys?.hasSha1Prefix) continue;
-      if (await equalInConstantTime(await keys.sha1PrefixDigest(challenge), digest)) {
+      if (equalInConstantTime(keys.sha1PrefixDigest(challenge), digest)) {
         return {
           authenticated: true,
           protocol: 1,

@@ -8,7 +8,13 @@
 
 import { type ByteStream, concat, isDisconnect, readFull, writeAll } from "../_io.ts";
 import { CHALLENGE_LENGTH, createChallenge } from "./challenge.ts";
-import { type DigestName, DIGESTS, isDigestName, type SecretKeys } from "./keys.ts";
+import {
+  type DigestName,
+  DIGESTS,
+  equalInConstantTime,
+  isDigestName,
+  type SecretKeys,
+} from "./keys.ts";
 import type { AuthenticationPolicy, HandshakeOutcome } from "./outcome.ts";
 import type { FrameKeys, FrameMode } from "./frames.ts";
 import { FRAME_KEY_LENGTH, FrameKey } from "./frame_key.ts";
@@ -92,20 +98,19 @@ export function encodeHelloHead(
  * The proof one side sends: HMAC over its direction's label, Cs and the hello head (§9), and for
  * the server of a version 03 hello its key share Ps (§12).
  */
-export async function computeProof(
+export function computeProof(
   keys: SecretKeys,
   digest: DigestName,
   from: "client" | "server",
   serverChallenge: Uint8Array,
   head: Uint8Array,
   serverShare?: Uint8Array,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const message = proofMessage(from, serverChallenge, head, serverShare);
-  return new Uint8Array(await crypto.subtle.sign("HMAC", keys.hmac(digest), message));
+): Uint8Array<ArrayBuffer> {
+  return keys.mac(digest, proofMessage(from, serverChallenge, head, serverShare));
 }
 
-/** Checks a proof in constant time (WebCrypto `verify`). */
-async function verifyProof(
+/** Checks a proof in constant time. */
+function verifyProof(
   keys: SecretKeys,
   digest: DigestName,
   from: "client" | "server",
@@ -113,9 +118,9 @@ async function verifyProof(
   head: Uint8Array,
   proof: Uint8Array,
   serverShare?: Uint8Array,
-): Promise<boolean> {
+): boolean {
   const message = proofMessage(from, serverChallenge, head, serverShare);
-  return await crypto.subtle.verify("HMAC", keys.hmac(digest), new Uint8Array(proof), message);
+  return equalInConstantTime(keys.mac(digest, message), proof);
 }
 
 function proofMessage(
@@ -246,11 +251,11 @@ export async function verifyHello(
   const proof = hello.subarray(headLength);
   let keys: SecretKeys | undefined = policy.keys;
   let previousSecret = false;
-  if (!await verifyProof(keys, digest, "client", serverChallenge, head, proof)) {
+  if (!verifyProof(keys, digest, "client", serverChallenge, head, proof)) {
     // During a rotation, a second and equally constant-time check under the previous secret.
     const previous = policy.previousKeys;
     const valid = previous !== undefined &&
-      await verifyProof(previous, digest, "client", serverChallenge, head, proof);
+      verifyProof(previous, digest, "client", serverChallenge, head, proof);
     keys = valid ? previous : undefined;
     previousSecret = valid;
   }
@@ -278,7 +283,7 @@ export async function verifyHello(
     result = { z, head, serverShare: share.publicKey };
   }
   const serverShare = result?.serverShare ?? new Uint8Array(0);
-  const serverProof = await computeProof(
+  const serverProof = computeProof(
     keys,
     digest,
     "server",
@@ -326,7 +331,7 @@ export async function sendHello(
   const share: KeyShare | undefined = options.forwardSecrecy ? createKeyShare() : undefined;
   const clientChallenge = createChallenge();
   const head = encodeHelloHead(digest, mode, clientChallenge, share?.publicKey);
-  const proof = await computeProof(keys, digest, "client", serverChallenge, head);
+  const proof = computeProof(keys, digest, "client", serverChallenge, head);
   const hello = new Uint8Array(head.length + proof.length);
   hello.set(head);
   hello.set(proof, head.length);
@@ -356,7 +361,7 @@ export async function sendHello(
   }
   const serverShare = accepted.subarray(0, share ? KEY_SHARE_LENGTH : 0);
   const serverProof = accepted.subarray(serverShare.length);
-  if (!await verifyProof(keys, digest, "server", serverChallenge, head, serverProof, serverShare)) {
+  if (!verifyProof(keys, digest, "server", serverChallenge, head, serverProof, serverShare)) {
     return { outcome: "bad-server-proof", detail: `its HMAC-${digest} proof does not verify` };
   }
   let exchange: KeyExchangeResult | undefined;

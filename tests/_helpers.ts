@@ -173,7 +173,7 @@ export async function answerRaw(
 /** Connects and answers correctly with `secret`. */
 export async function openAuthenticated(port: number, secret = SECRET): Promise<RawClient> {
   const raw = await openRaw(port);
-  const answer = await computeAnswer(await SecretKeys.import(secret), raw.challenge);
+  const answer = computeAnswer(await SecretKeys.import(secret), raw.challenge);
   await writeAll(raw.conn, answer);
   return raw;
 }
@@ -248,8 +248,7 @@ export async function sessionFrom(
 
 /** An answer computed with `secret`: for `sessionFrom`. */
 export function answerWith(secret: Uint8Array) {
-  return async (challenge: Uint8Array) =>
-    await computeAnswer(await SecretKeys.import(secret), challenge);
+  return async (challenge: Uint8Array) => computeAnswer(await SecretKeys.import(secret), challenge);
 }
 
 /** A connection from {@linkcode holdFrom}: admitted (it got its challenge) or refused. */

@@ -498,7 +498,7 @@ Deno.test("a reconnect storm: 10 000 clients at once are all challenged and serv
         try {
           const challenge = new Uint8Array(32);
           for (let got = 0; got < 32;) got += (await conn.read(challenge.subarray(got)))!;
-          await writeAll(conn, await computeAnswer(keys, challenge));
+          await writeAll(conn, computeAnswer(keys, challenge));
           await writeAll(conn, message);
           await conn.closeWrite();
           return decoder.decode(await readToEnd(conn));

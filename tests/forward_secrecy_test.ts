@@ -73,27 +73,27 @@ for (
     assert.ok(inputs && expected, "the vectors are in the document");
     const keys = await SecretKeys.import(bytes(inputs.secret));
     const [Cs, Cc] = [bytes(inputs.Cs), bytes(inputs.Cc)];
-    const client = await keyShareFromPrivateBytes(bytes(inputs["client private"]));
-    const server = await keyShareFromPrivateBytes(bytes(inputs["server private"]));
+    const client = keyShareFromPrivateBytes(bytes(inputs["client private"]));
+    const server = keyShareFromPrivateBytes(bytes(inputs["server private"]));
     assert.equal(hex(client.publicKey), expected.Pc);
     assert.equal(hex(server.publicKey), expected.Ps);
 
     const head = encodeHelloHead(digest as DigestName, mode, Cc, client.publicKey);
     assert.equal(hex(head), expected.head);
-    const clientProof = await computeProof(keys, digest, "client", Cs, head);
+    const clientProof = computeProof(keys, digest, "client", Cs, head);
     assert.equal(hex(clientProof), expected.client_proof);
     assert.equal(hex(concat([head, clientProof])), expected.hello);
 
-    const z = (await sharedSecret(client, server.publicKey))!;
+    const z = (sharedSecret(client, server.publicKey))!;
     assert.equal(hex(z), expected.Z);
-    assert.equal(hex((await sharedSecret(server, client.publicKey))!), expected.Z, "both sides");
-    const serverProof = await computeProof(keys, digest, "server", Cs, head, server.publicKey);
+    assert.equal(hex((sharedSecret(server, client.publicKey))!), expected.Z, "both sides");
+    const serverProof = computeProof(keys, digest, "server", Cs, head, server.publicKey);
     assert.equal(hex(serverProof), expected.server_proof);
     assert.equal(hex(concat([Uint8Array.of(0), server.publicKey, serverProof])), expected.outcome);
 
     const exchange = { z, head, serverShare: server.publicKey };
-    const clientKeys = await deriveFrameKeys(keys, mode, Cs, Cc, "client", exchange);
-    const serverKeys = await deriveFrameKeys(keys, mode, Cs, Cc, "server", exchange);
+    const clientKeys = deriveFrameKeys(keys, mode, Cs, Cc, "client", exchange);
+    const serverKeys = deriveFrameKeys(keys, mode, Cs, Cc, "server", exchange);
     const fromClient = await framesSent(clientKeys, async (framed) => {
       await framed.write(encoder.encode("hello"));
       await framed.closeWrite();
@@ -151,7 +151,7 @@ async function decryptFirstFrameWithSecretOnly(
 ): Promise<string> {
   const Cs = recording.toClient.subarray(0, 32);
   const Cc = recording.toServer.subarray(8 + 2, 8 + 2 + 32); // after "{sha256}", version, mode
-  const keys = await deriveFrameKeys(await SecretKeys.import(SECRET), "encrypt", Cs, Cc, "server");
+  const keys = deriveFrameKeys(await SecretKeys.import(SECRET), "encrypt", Cs, Cc, "server");
   return await openFirstFrame(keys.receive, recording.toServer.subarray(helloLength));
 }
 
@@ -199,9 +199,9 @@ Deno.test("forward secrecy: with the secret, a recorded 02 session decrypts and 
   // The 03 hello's head is 74 bytes: "{sha256}", version, mode, Cc (10-42), Pc (42-74).
   const head = recorded.toServer.subarray(0, 74);
   const Ps = recorded.toClient.subarray(33, 65); // after Cs and the status byte
-  const guess = await keyShareFromPrivateBytes(crypto.getRandomValues(new Uint8Array(32)));
-  const wrongZ = (await sharedSecret(guess, head.subarray(42, 74)))!;
-  const keys = await deriveFrameKeys(
+  const guess = keyShareFromPrivateBytes(crypto.getRandomValues(new Uint8Array(32)));
+  const wrongZ = (sharedSecret(guess, head.subarray(42, 74)))!;
+  const keys = deriveFrameKeys(
     await SecretKeys.import(SECRET),
     "encrypt",
     recorded.toClient.subarray(0, 32),
@@ -218,20 +218,20 @@ async function tamperedHello(
   tamper: (hello: Uint8Array) => Uint8Array,
 ): Promise<Uint8Array> {
   const keys = await SecretKeys.import(SECRET);
-  const share = await keyShareFromPrivateBytes(crypto.getRandomValues(new Uint8Array(32)));
+  const share = keyShareFromPrivateBytes(crypto.getRandomValues(new Uint8Array(32)));
   const head = encodeHelloHead(
     "sha256",
     "encrypt",
     crypto.getRandomValues(new Uint8Array(32)),
     share.publicKey,
   );
-  const proof = await computeProof(keys, "sha256", "client", challenge, head);
+  const proof = computeProof(keys, "sha256", "client", challenge, head);
   return tamper(concat([head, proof]));
 }
 
 Deno.test("downgrades in the hello are refused by the server: strip, swap, version, mode", async () => {
   await using started = await startServer({ throttle: false });
-  const attacker = await keyShareFromPrivateBytes(crypto.getRandomValues(new Uint8Array(32)));
+  const attacker = keyShareFromPrivateBytes(crypto.getRandomValues(new Uint8Array(32)));
   const cases: [string, (hello: Uint8Array) => Uint8Array, keyof typeof REJECTION_STATUS][] = [
     // Version 02 with the key share cut out: the proof covered version 03 and Pc.
     [

@@ -230,7 +230,7 @@ Deno.test("encrypt frames hide the payload on the wire; integrity frames carry i
 });
 
 Deno.test("an empty write sends no frame: only closeWrite() sends the end frame (§11)", async () => {
-  const frameKeys = await deriveFrameKeys(
+  const frameKeys = deriveFrameKeys(
     keys,
     "integrity",
     createChallenge(),
@@ -252,7 +252,7 @@ Deno.test("an empty write sends no frame: only closeWrite() sends the end frame 
 });
 
 Deno.test("a stream that ends before any frame says so, not 'after frame -1' (§11)", async () => {
-  const frameKeys = await deriveFrameKeys(
+  const frameKeys = deriveFrameKeys(
     keys,
     "encrypt",
     createChallenge(),
@@ -272,11 +272,11 @@ Deno.test("a stream that ends before any frame says so, not 'after frame -1' (§
 });
 
 /** Both sides' keys for one framed session, as the handshake derives them. */
-async function sessionKeys(mode: "integrity" | "encrypt") {
+function sessionKeys(mode: "integrity" | "encrypt") {
   const [serverChallenge, clientChallenge] = [createChallenge(), createChallenge()];
   return {
-    client: await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client"),
-    server: await deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server"),
+    client: deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client"),
+    server: deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server"),
   };
 }
 
@@ -289,7 +289,7 @@ function wireLength(payload: number, mode: "integrity" | "encrypt"): number {
 for (const mode of ["integrity", "encrypt"] as const) {
   Deno.test(`${mode} frames: once a burst is echoed, the read that waits has a 1 KiB buffer`, async () => {
     using pair = await tcpPair();
-    const frameKeys = await sessionKeys(mode);
+    const frameKeys = sessionKeys(mode);
     const recorder = new ReadRecorder(pair.server);
     const server = new FramedConnection(recorder, frameKeys.server);
     const client = new FramedConnection(pair.client, frameKeys.client);
@@ -312,7 +312,7 @@ for (const mode of ["integrity", "encrypt"] as const) {
 
   Deno.test(`${mode} frames: read() lets go of a payload once all of it has been read`, async () => {
     using pair = await tcpPair();
-    const frameKeys = await sessionKeys(mode);
+    const frameKeys = sessionKeys(mode);
     const server = new FramedConnection(pair.server, frameKeys.server);
     const client = new FramedConnection(pair.client, frameKeys.client);
     await client.write(new Uint8Array(MAX_FRAME_PAYLOAD).fill(0x63));

@@ -36,13 +36,13 @@ const RFC_2202 = [
 for (const vector of RFC_2202) {
   Deno.test(`computeAnswer() gives the RFC 2202 HMAC-SHA1 digest, ${vector.name}`, async () => {
     const keys = await SecretKeys.import(vector.key);
-    const answer = await computeAnswer(keys, vector.data);
+    const answer = computeAnswer(keys, vector.data);
     assert.equal(decoder.decode(answer), vector.digest);
   });
 
   Deno.test(`verifyAnswer() accepts the RFC 2202 digest, ${vector.name}`, async () => {
     const keys = await SecretKeys.import(vector.key);
-    const outcome = await verifyAnswer(keys, vector.data, encoder.encode(vector.digest));
+    const outcome = verifyAnswer(keys, vector.data, encoder.encode(vector.digest));
     assert.deepEqual(outcome, { authenticated: true, protocol: 1 });
   });
 }
@@ -50,7 +50,7 @@ for (const vector of RFC_2202) {
 Deno.test("computeAnswer() is 40 lowercase hex ASCII bytes (PROTOCOL.md §2)", async () => {
   const keys = await SecretKeys.import(encoder.encode("k"));
   for (let i = 0; i < 50; i++) {
-    const answer = await computeAnswer(keys, createChallenge());
+    const answer = computeAnswer(keys, createChallenge());
     assert.equal(answer.length, ANSWER_LENGTH);
     assert.match(decoder.decode(answer), /^[0-9a-f]{40}$/);
   }
@@ -71,7 +71,7 @@ Deno.test("verifyAnswer() accepts uppercase and mixed-case hex (PROTOCOL.md §2)
   const keys = await SecretKeys.import(vector.key);
   const mixed = [...vector.digest].map((c, i) => i % 2 ? c.toUpperCase() : c).join("");
   for (const answer of [vector.digest.toUpperCase(), mixed]) {
-    assert.deepEqual(await verifyAnswer(keys, vector.data, encoder.encode(answer)), {
+    assert.deepEqual(verifyAnswer(keys, vector.data, encoder.encode(answer)), {
       protocol: 1,
       authenticated: true,
     });
@@ -104,8 +104,8 @@ Deno.test("verifyAnswer() rejects with a specific reason (PROTOCOL.md §3)", asy
     assert.equal(!outcome.authenticated && outcome.reason, "wrong-digest");
   });
   await t.step("the right digest of another key: wrong-digest", async () => {
-    const other = await computeAnswer(await SecretKeys.import(encoder.encode("x")), vector.data);
-    const outcome = await verifyAnswer(keys, vector.data, other);
+    const other = computeAnswer(await SecretKeys.import(encoder.encode("x")), vector.data);
+    const outcome = verifyAnswer(keys, vector.data, other);
     assert.equal(!outcome.authenticated && outcome.reason, "wrong-digest");
   });
 });
@@ -185,9 +185,9 @@ Deno.test("readChallenge() then computeAnswer() sends an answer verifyAnswer() a
   const keys = await SecretKeys.import(encoder.encode("shared"));
   const challenge = createChallenge();
   const client = new ScriptedStream(challenge, 5);
-  await writeAll(client, await computeAnswer(keys, await readChallenge(client)));
+  await writeAll(client, computeAnswer(keys, await readChallenge(client)));
   assert.equal(client.written.length, ANSWER_LENGTH);
-  const outcome = await verifyAnswer(keys, challenge, new Uint8Array(client.written));
+  const outcome = verifyAnswer(keys, challenge, new Uint8Array(client.written));
   assert.deepEqual(outcome, { authenticated: true, protocol: 1 });
 });
 

@@ -32,7 +32,7 @@ const DIGEST_NAMES = Object.keys(DIGESTS) as DigestName[];
 const MODES: FrameMode[] = ["plain", "integrity", "encrypt"];
 
 /** A complete, valid hello for `serverChallenge`, as an honest client would send it (§9). */
-async function helloFor(
+function helloFor(
   serverChallenge: Uint8Array,
   options: {
     digest?: DigestName;
@@ -40,7 +40,7 @@ async function helloFor(
     clientChallenge?: Uint8Array;
     with?: SecretKeys;
   } = {},
-): Promise<Uint8Array> {
+): Uint8Array {
   const digest = options.digest ?? "sha256";
   const head = encodeHelloHead(
     digest,
@@ -49,7 +49,7 @@ async function helloFor(
   );
   return concat([
     head,
-    await computeProof(options.with ?? keys, digest, "client", serverChallenge, head),
+    computeProof(options.with ?? keys, digest, "client", serverChallenge, head),
   ]);
 }
 
@@ -207,7 +207,7 @@ Deno.test("truncated hellos are rejected as incomplete-hello, at every kind of c
   for (const cut of [1, 8, 39, 40, 41, 73]) {
     const { reply, remote } = await answerRaw(
       port,
-      async (challenge) => (await helloFor(challenge)).subarray(0, cut),
+      (challenge) => helloFor(challenge).subarray(0, cut),
     );
     assert.equal(reply.length, 0, `no status byte after ${cut} bytes`);
     const rejected = await logger.waitFor("rejected", { remote });
@@ -230,7 +230,7 @@ Deno.test("relay: an honest hello recorded in one session fails in another (wron
   await using started = await startServer();
   const { logger, port } = started;
   const sessionA = await openRaw(port);
-  const recorded = await helloFor(sessionA.challenge);
+  const recorded = helloFor(sessionA.challenge);
   // The honest client's hello is taken to another session instead of its own.
   const { reply: reply } = await answerRaw(port, () => recorded);
   assert.deepEqual([...reply], [REJECTION_STATUS["wrong-proof"]]);
@@ -245,8 +245,8 @@ Deno.test("relay: an honest hello recorded in one session fails in another (wron
 Deno.test("downgrade: a hello whose mode was rewritten on the way fails its proof (§9)", async () => {
   await using started = await startServer();
   const { logger, port } = started;
-  const { reply: reply } = await answerRaw(port, async (challenge) => {
-    const hello = await helloFor(challenge, { mode: "integrity" });
+  const { reply: reply } = await answerRaw(port, (challenge) => {
+    const hello = helloFor(challenge, { mode: "integrity" });
     hello[9] = 0x00; // "{sha256}" 02 [mode]: integrity becomes plain
     return hello;
   });
@@ -332,7 +332,7 @@ for (
       "a valid proof under another secret",
       async (conn: Deno.TcpConn, challenge: Uint8Array, hello: Uint8Array) => {
         const other = await SecretKeys.import(encoder.encode("an impostor's secret"));
-        const proof = await computeProof(
+        const proof = computeProof(
           other,
           "sha256",
           "server",
@@ -362,7 +362,7 @@ Deno.test("replay against a client: a server's proof from another session does n
   let recordedAnswer: Uint8Array;
   try {
     const raw = await openRaw(port);
-    await writeAll(raw.conn, await helloFor(raw.challenge));
+    await writeAll(raw.conn, helloFor(raw.challenge));
     recordedAnswer = await readExactly(raw.conn, 33);
     raw.conn.close();
   } finally {
@@ -400,17 +400,17 @@ Deno.test("authenticateClient() reads exactly the hello, and bytes after it are 
   let consumed = 0;
   let challenge: Uint8Array | undefined;
   const stream = {
-    async read(buffer: Uint8Array) {
+    read(buffer: Uint8Array) {
       if (input.length === 0) {
         input.push(
-          ...await helloFor(challenge!, { digest: "sha512" }),
+          ...helloFor(challenge!, { digest: "sha512" }),
           ...encoder.encode("service"),
         );
       }
       const n = Math.min(buffer.length, 5, input.length - consumed);
       buffer.set(input.slice(consumed, consumed + n));
       consumed += n;
-      return n;
+      return Promise.resolve(n);
     },
     write(data: Uint8Array) {
       written.push(...data);

@@ -159,7 +159,7 @@ async function viaProxy(
     await writeAll(conn, header);
     const challenge = new Uint8Array(32);
     if (await readFull(conn, challenge) < 32) return "no challenge";
-    const answer = await computeAnswer(
+    const answer = computeAnswer(
       await SecretKeys.import(options.secret ?? SECRET),
       challenge,
     );

@@ -74,7 +74,7 @@ Deno.test("v1: an answer recorded in one session is refused in another (wrong-di
   await using started = await startServer();
   const { logger, port } = started;
   const recorded = await openRaw(port);
-  const answer = await computeAnswer(await SecretKeys.import(SECRET), recorded.challenge);
+  const answer = computeAnswer(await SecretKeys.import(SECRET), recorded.challenge);
   recorded.conn.close();
   const { reply, remote } = await answerRaw(port, () => answer);
   assert.equal(reply.length, 0);
@@ -87,7 +87,7 @@ Deno.test("server keeps service bytes sent right behind the answer (PROTOCOL.md 
   const { port } = started;
   const raw = await openRaw(port);
   try {
-    const answer = await computeAnswer(await SecretKeys.import(SECRET), raw.challenge);
+    const answer = computeAnswer(await SecretKeys.import(SECRET), raw.challenge);
     // One write carries the answer and the first service bytes.
     await writeAll(raw.conn, concat([answer, encoder.encode("pipelined")]));
     await raw.conn.closeWrite();
