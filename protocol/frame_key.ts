@@ -6,14 +6,7 @@
  * @module
  */
 
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHmac,
-  createSecretKey,
-  type KeyObject,
-  timingSafeEqual,
-} from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from "node:crypto";
 
 /** Bytes of a frame's header: the length and the sequence number (docs/PROTOCOL.md §11). */
 export const HEADER_LENGTH = 12;
@@ -38,9 +31,9 @@ export type FramedMode = "integrity" | "encrypt";
 
 /**
  * One direction's session key, from HKDF (docs/PROTOCOL.md §11): seals the frames one side sends,
- * or opens those it receives. The key is held by `node:crypto`, as opaque to the rest of the code as
- * a non-extractable `CryptoKey`; its WebCrypto twin is imported the first time a large frame needs
- * it, so a connection that only ever carries small frames never holds one.
+ * or opens those it receives. The key's bytes are a private field, handed to `node:crypto` per frame
+ * (a `KeyObject` cost more: each call exported it again); its WebCrypto twin is imported the first
+ * time a large frame needs it, so a connection that only ever carries small frames never holds one.
  *
  * @example
  * ```ts
@@ -58,24 +51,24 @@ export class FrameKey {
   readonly mode: FramedMode;
   /** Bytes of the tag after each payload: 32 (HMAC-SHA-256) or 16 (AES-GCM). */
   readonly tagLength: number;
-  readonly #key: KeyObject;
+  readonly #key: Uint8Array<ArrayBuffer>;
   #webCrypto: Promise<CryptoKey> | undefined;
 
-  /** Holds `bytes` (32) as the key for `mode`; the caller should then overwrite its copy. */
+  /** Holds a copy of `bytes` (32) as the key for `mode`; the caller should then overwrite its own. */
   constructor(mode: FramedMode, bytes: Uint8Array) {
     if (bytes.length !== FRAME_KEY_LENGTH) {
       throw new RangeError(`A frame key is ${FRAME_KEY_LENGTH} bytes, not ${bytes.length}`);
     }
     this.mode = mode;
     this.tagLength = mode === "integrity" ? HMAC_TAG_LENGTH : GCM_TAG_LENGTH;
-    this.#key = createSecretKey(bytes);
+    this.#key = new Uint8Array(bytes);
   }
 
   /** The same key in WebCrypto, for large frames and for tests that check a frame independently. */
   webCryptoKey(): Promise<CryptoKey> {
     this.#webCrypto ??= crypto.subtle.importKey(
       "raw",
-      new Uint8Array(this.#key.export()),
+      this.#key,
       this.mode === "integrity" ? { name: "HMAC", hash: "SHA-256" } : "AES-GCM",
       false,
       this.mode === "integrity" ? ["sign", "verify"] : ["encrypt", "decrypt"],
