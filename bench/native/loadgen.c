@@ -41,6 +41,8 @@ typedef struct {
   double sent_at;          /* when the payload was sent (or was due, when paced) */
   double due;              /* paced mode: when the next payload is due */
   uint64_t bulk_sent, bulk_echoed;
+  uint64_t round_trips;    /* rtt mode: round trips measured on this connection */
+  double worst;            /* rtt mode: its slowest round trip, in seconds */
 } conn_t;
 
 static struct {
@@ -363,6 +365,8 @@ int main(int argc, char **argv) {
           continue;
         }
         record_latency(t - c->sent_at);
+        c->round_trips++;
+        if (t - c->sent_at > c->worst) c->worst = t - c->sent_at;
         completed++;
         if (pace > 0) {
           c->due = c->sent_at + pace > t ? c->sent_at + pace : t;
@@ -421,11 +425,38 @@ done:;
     return verify_failures ? 1 : 0;
   }
   uint64_t done_count = completed - completed_at_start;
+  /* Fairness: how the round trips spread over the connections (equal shares are fair), and how
+     many connections ever waited longer than the run's p99. */
+  uint64_t fewest = 0, most = 0, share_p1 = 0, share_p50 = 0, waited_past_p99 = 0;
+  if (opt.mode == RTT && n > 0) {
+    uint64_t *shares = calloc(n, sizeof *shares);
+    int live = 0;
+    double p99 = percentile(0.99) / 1000;
+    for (int i = 0; i < n; i++) {
+      if (conns[i].fd < 0) continue;
+      shares[live++] = conns[i].round_trips;
+      if (conns[i].worst > p99) waited_past_p99++;
+    }
+    for (int i = 1; i < live; i++) { /* insertion sort: n is at most a few thousand */
+      uint64_t v = shares[i];
+      int j = i - 1;
+      while (j >= 0 && shares[j] > v) shares[j + 1] = shares[j], j--;
+      shares[j + 1] = v;
+    }
+    if (live > 0) {
+      fewest = shares[0], most = shares[live - 1];
+      share_p1 = shares[live / 100], share_p50 = shares[live / 2];
+    }
+    free(shares);
+  }
   printf("{\"mode\":\"%s\",\"connections\":%d,\"seconds\":%.3f,\"completed\":%llu,\"perSecond\":%.1f,"
          "\"p50ms\":%.3f,\"p99ms\":%.3f,\"handshakes\":%llu,\"errors\":%llu,\"verifyFailures\":%llu,"
-         "\"generatorCpu\":%.3f}\n",
+         "\"generatorCpu\":%.3f,\"perConnection\":{\"fewest\":%llu,\"p1\":%llu,\"median\":%llu,"
+         "\"most\":%llu,\"waitedPastP99\":%llu}}\n",
          opt.mode == SESSIONS ? "sessions" : "rtt", n, elapsed, (unsigned long long)done_count,
          done_count / elapsed, percentile(0.5), percentile(0.99), (unsigned long long)handshakes,
-         (unsigned long long)errors, (unsigned long long)verify_failures, generator_cpu);
+         (unsigned long long)errors, (unsigned long long)verify_failures, generator_cpu,
+         (unsigned long long)fewest, (unsigned long long)share_p1, (unsigned long long)share_p50,
+         (unsigned long long)most, (unsigned long long)waited_past_p99);
   return verify_failures ? 1 : 0;
 }
