@@ -112,6 +112,7 @@ export class FrameKey {
    */
   async open(frame: Uint8Array<ArrayBuffer>, seq: number): Promise<Uint8Array | null> {
     const n = frame.length - HEADER_LENGTH - this.tagLength;
+    if (n < 0) return null; // shorter than a header and a tag: no frame at all
     const header = frame.subarray(0, HEADER_LENGTH);
     const tag = frame.subarray(HEADER_LENGTH + n);
     if (this.mode === "integrity") {

@@ -184,7 +184,8 @@ export class FramedConnection implements ByteStream {
 
   /**
    * Sends all of `data`, in frames of at most 64 KiB, and returns its length. An empty `data`
-   * sends nothing. Await each write before the next: frames are numbered as they are sealed.
+   * sends nothing. Await each write before the next: one that does not wait still seals its frames
+   * under numbers of their own, but they may reach the wire out of order, which the peer refuses.
    */
   async write(data: Uint8Array): Promise<number> {
     if (this.#sentEnd) throw new Deno.errors.BrokenPipe("write after the end frame");
@@ -206,11 +207,14 @@ export class FramedConnection implements ByteStream {
       // Never a nonce twice under one key (docs/PROTOCOL.md §11): close instead.
       throw new FrameError("sequence-exhausted", `${MAX_FRAMES} frames sent under one key`);
     }
+    // The number is taken before any await: a second write that does not wait for the first
+    // still gets a number of its own, so a nonce is never sealed twice (the frames may then reach
+    // the wire out of order, which the peer refuses: loud, not a leak).
+    const seq = this.#sendSeq++;
     const n = payload.length;
     const frame = new Uint8Array(HEADER_LENGTH + n + this.#tagLength);
-    writeHeader(frame, n, this.#sendSeq);
-    await this.#keys.send.seal(frame, payload, this.#sendSeq);
-    this.#sendSeq++;
+    writeHeader(frame, n, seq);
+    await this.#keys.send.seal(frame, payload, seq);
     await writeAll(this.#stream, frame);
   }
 

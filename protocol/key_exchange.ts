@@ -101,7 +101,9 @@ export function sharedSecret(
       format: "der",
       type: "spki",
     });
-    const z = new Uint8Array(diffieHellman({ privateKey: own.privateKey, publicKey: peer }));
+    const computed = diffieHellman({ privateKey: own.privateKey, publicKey: peer });
+    const z = new Uint8Array(computed);
+    computed.fill(0); // one copy of Z, which the caller overwrites once the frame keys are made
     return z.length === KEY_SHARE_LENGTH && z.some((byte) => byte !== 0) ? z : null;
   } catch {
     return null;

@@ -292,14 +292,16 @@ export async function verifyHello(
     serverShare,
   );
   await writeAll(stream, concat([Uint8Array.of(STATUS_ACCEPTED), serverShare, serverProof]));
+  const frameKeys = mode === "plain"
+    ? undefined
+    : deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server", result);
+  result?.z.fill(0); // Z is needed for nothing else: a later leak of memory must not find it
   return {
     authenticated: true,
     protocol: 2,
     digest,
     mode,
-    frameKeys: mode === "plain"
-      ? undefined
-      : deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "server", result),
+    frameKeys,
     ...(previousSecret ? { previousSecret: true } : {}),
     ...(exchange ? { forwardSecret: true } : {}),
   };
@@ -372,14 +374,16 @@ export async function sendHello(
     }
     exchange = { z, head, serverShare };
   }
+  const frameKeys = mode === "plain"
+    ? undefined
+    : deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client", exchange);
+  exchange?.z.fill(0); // as on the server: Z is needed for nothing else
   return {
     outcome: "accepted",
     session: {
       digest,
       mode,
-      frameKeys: mode === "plain"
-        ? undefined
-        : deriveFrameKeys(keys, mode, serverChallenge, clientChallenge, "client", exchange),
+      frameKeys,
       forwardSecret: share !== undefined,
     },
   };

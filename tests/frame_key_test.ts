@@ -79,12 +79,21 @@ for (const mode of ["integrity", "encrypt"] as const) {
         assert.equal(await key.open(tampered, 7), null, `${size} bytes, bit flipped at ${index}`);
       }
       if (mode === "encrypt") {
-        // The nonce comes from the receiver's count, not the header: frame 7 opened as frame 8.
+        // The nonce comes from the sequence number it is opened as: frame 7 opened as frame 8.
         assert.equal(await key.open(frame, 8), null, `${size} bytes as another frame`);
       }
     }
   });
 }
+
+Deno.test("a frame shorter than a header and a tag is refused, not thrown on", async () => {
+  for (const mode of ["integrity", "encrypt"] as const) {
+    const key = new FrameKey(mode, crypto.getRandomValues(new Uint8Array(32)));
+    for (const length of [0, 10, HEADER_LENGTH + key.tagLength - 1]) {
+      assert.equal(await key.open(new Uint8Array(length), 0), null, `${mode}, ${length} bytes`);
+    }
+  }
+});
 
 Deno.test("a frame key is 32 bytes", () => {
   assert.throws(() => new FrameKey("encrypt", new Uint8Array(16)), /32 bytes, not 16/);

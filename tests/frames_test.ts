@@ -354,3 +354,19 @@ Deno.test("framed echoes at the same time, sharing spare receive buffers, return
     }
   }));
 });
+
+Deno.test("writes that do not wait for each other still seal each frame under its own number", async () => {
+  for (const size of [100, 40_000]) { // both engines: node:crypto below 16 KiB, WebCrypto above
+    const { client } = sessionKeys("encrypt");
+    const wire: Uint8Array[] = [];
+    const framed = new FramedConnection({
+      read: () => Promise.resolve(null),
+      write: (data) => (wire.push(data.slice()), Promise.resolve(data.length)),
+    }, client);
+    const payload = new Uint8Array(size).fill(0x61);
+    await Promise.all([framed.write(payload), framed.write(payload), framed.write(payload)]);
+    // A sequence number sealed twice is a GCM nonce used twice (PROTOCOL.md §11).
+    const numbers = wire.map((frame) => new DataView(frame.buffer).getUint32(8));
+    assert.equal(new Set(numbers).size, 3, `${size} bytes: sequence numbers ${numbers}`);
+  }
+});
