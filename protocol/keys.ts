@@ -35,8 +35,9 @@ export function isDigestName(name: string): name is DigestName {
  * The shared secret, imported once as the key every protocol needs: HMAC under any digest, HKDF for
  * v2's session keys (with Z || secret for the forward-secret key exchange, docs/PROTOCOL.md §11,
  * §12) and the tutorial's `sha1-prefix` answer. The key is a `node:crypto` `KeyObject`, used through
- * synchronous calls: an HMAC of a challenge costs less than one hand-off to WebCrypto's thread, and
- * WebCrypto's HMAC `verify` was the largest single cost of a v1 session (BENCHMARKS.md).
+ * synchronous calls: an HMAC of a challenge costs less than one hand-off to WebCrypto's thread
+ * (`bench/crypto_speed.ts`); with the session keys' HKDF and the small frames also moved, a v2
+ * `encrypt` session costs the server 50-90 µs less CPU (BENCHMARKS.md, "The second pass").
  *
  * @example
  * ```ts
