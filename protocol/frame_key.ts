@@ -1,7 +1,8 @@
 /**
  * One direction's session key, and the sealing and opening of one frame under it
- * (docs/PROTOCOL.md §11). Small frames are sealed with `node:crypto`'s synchronous calls; large
- * ones with WebCrypto, whose work runs on another thread.
+ * (docs/PROTOCOL.md §11). `integrity` frames and small `encrypt` frames are sealed with
+ * `node:crypto`'s synchronous calls; large `encrypt` frames with WebCrypto, whose work runs on
+ * another thread.
  *
  * @module
  */
@@ -17,12 +18,15 @@ const HMAC_TAG_LENGTH = 32;
 const GCM_TAG_LENGTH = 16;
 
 /**
- * Payloads up to this size are sealed and opened synchronously. A WebCrypto call hands its work to
- * another thread and back, which costs more than the crypto on a small frame: on one core, 32 B
- * cost 14.0 µs to seal with WebCrypto's AES-256-GCM against 5.7 µs with `node:crypto`'s, and
- * HMAC-SHA-256 13.1 against 9.0; at 16 KiB, 107 against 88 µs. At 64 KiB WebCrypto's AES-GCM is the
- * faster (276 against 387 µs), and its work can then overlap the connection's I/O on a second core
- * (`bench/crypto_speed.ts`, its "small frames" lines, under `taskset -c 1`).
+ * `encrypt` payloads up to this size are sealed and opened synchronously. A WebCrypto call hands
+ * its work to another thread and back, which costs more than the crypto on a small frame: on one
+ * core, 32 B cost 14.0 µs to seal with WebCrypto's AES-256-GCM against 5.7 µs with `node:crypto`'s;
+ * at 16 KiB, 107 against 88 µs. At 64 KiB WebCrypto's AES-GCM is the faster (276 against 387 µs),
+ * and its work can overlap the connection's I/O on a second core (`bench/crypto_speed.ts`, its
+ * "small frames" lines, under `taskset -c 1`). `integrity` frames are always synchronous:
+ * `node:crypto`'s HMAC-SHA-256 is the cheaper at every size (32 B: 9.0 against 13.1 µs; 64 KiB: 48.6
+ * against 62.9), and server CPU per MB echoed fell from 3.10–3.21 to 2.95–3.08 ms (three alternating
+ * bulk runs of `bench/v2_loadgen.mjs`, server pinned).
  */
 export const SYNCHRONOUS_LIMIT = 16_384;
 
@@ -32,8 +36,9 @@ export type FramedMode = "integrity" | "encrypt";
 /**
  * One direction's session key, from HKDF (docs/PROTOCOL.md §11): seals the frames one side sends,
  * or opens those it receives. The key's bytes are a private field, handed to `node:crypto` per frame
- * (a `KeyObject` cost more: each call exported it again); its WebCrypto twin is imported the first
- * time a large frame needs it, so a connection that only ever carries small frames never holds one.
+ * (a `KeyObject` cost more: each call exported it again); an `encrypt` key's WebCrypto twin is
+ * imported the first time a large frame needs it, so a connection that never carries one never holds
+ * one.
  *
  * @example
  * ```ts
@@ -64,7 +69,10 @@ export class FrameKey {
     this.#key = new Uint8Array(bytes);
   }
 
-  /** The same key in WebCrypto, for large frames and for tests that check a frame independently. */
+  /**
+   * The same key in WebCrypto: for large `encrypt` frames, and for tests that check a frame
+   * independently.
+   */
   webCryptoKey(): Promise<CryptoKey> {
     this.#webCrypto ??= crypto.subtle.importKey(
       "raw",
@@ -86,10 +94,7 @@ export class FrameKey {
     if (this.mode === "integrity") {
       frame.set(payload, HEADER_LENGTH);
       const covered = frame.subarray(0, HEADER_LENGTH + n);
-      const tag = n <= SYNCHRONOUS_LIMIT
-        ? createHmac("sha256", this.#key).update(covered).digest()
-        : new Uint8Array(await crypto.subtle.sign("HMAC", await this.webCryptoKey(), covered));
-      frame.set(tag, HEADER_LENGTH + n);
+      frame.set(createHmac("sha256", this.#key).update(covered).digest(), HEADER_LENGTH + n);
     } else if (n <= SYNCHRONOUS_LIMIT) {
       const cipher = createCipheriv("aes-256-gcm", this.#key, nonce(seq));
       cipher.setAAD(header);
@@ -117,11 +122,10 @@ export class FrameKey {
     const tag = frame.subarray(HEADER_LENGTH + n);
     if (this.mode === "integrity") {
       const covered = frame.subarray(0, HEADER_LENGTH + n);
-      // Both compare in constant time: timingSafeEqual, and WebCrypto's verify.
-      const valid = n <= SYNCHRONOUS_LIMIT
-        ? timingSafeEqual(createHmac("sha256", this.#key).update(covered).digest(), tag)
-        : await crypto.subtle.verify("HMAC", await this.webCryptoKey(), tag, covered);
-      return valid ? frame.subarray(HEADER_LENGTH, HEADER_LENGTH + n) : null;
+      const expected = createHmac("sha256", this.#key).update(covered).digest();
+      return timingSafeEqual(expected, tag)
+        ? frame.subarray(HEADER_LENGTH, HEADER_LENGTH + n)
+        : null;
     }
     try {
       if (n <= SYNCHRONOUS_LIMIT) {

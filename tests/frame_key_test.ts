@@ -1,7 +1,8 @@
 /**
- * One frame's seal and open (docs/PROTOCOL.md §11), on both sides of the size at which the frame
- * key changes engines: every frame is checked against WebCrypto called directly, so a nonce, AAD or
- * tag mistake in either path fails here, and a tampered frame is refused by both.
+ * One frame's seal and open (docs/PROTOCOL.md §11), on both sides of the size at which an `encrypt`
+ * key changes engines (`integrity` is always `node:crypto`'s): every frame is checked against
+ * WebCrypto called directly, so a nonce, AAD or tag mistake in either path fails here, and a
+ * tampered frame is refused by both.
  */
 
 import assert from "node:assert/strict";
