@@ -16,6 +16,8 @@ export const FRAME_KEY_LENGTH = 32;
 
 const HMAC_TAG_LENGTH = 32;
 const GCM_TAG_LENGTH = 16;
+/** The longer of the two tags: what a receive buffer must hold beyond the largest payload. */
+export const MAX_TAG_LENGTH = HMAC_TAG_LENGTH;
 
 /**
  * `encrypt` payloads up to this size are sealed and opened synchronously. A WebCrypto call hands

@@ -9,14 +9,13 @@
 
 import { type ByteStream, writeAll } from "../_io.ts";
 import { HmacEchoError } from "../errors.ts";
-import { type FrameKey, HEADER_LENGTH } from "./frame_key.ts";
+import { type FrameKey, HEADER_LENGTH, MAX_TAG_LENGTH } from "./frame_key.ts";
 
 /** The largest payload one frame may carry; a longer one is refused before its body is read. */
 export const MAX_FRAME_PAYLOAD = 65_536;
 
 /** Frames one direction may carry, end frame included (docs/PROTOCOL.md §11): 256 TiB of data. */
 const MAX_FRAMES = 2 ** 32;
-const HMAC_TAG_LENGTH = 32;
 /**
  * The receive buffer is small whenever it is empty, because the read that then waits for the next
  * frame pins it for as long as the peer is idle; a frame that does not fit moves it into a bulk
@@ -25,7 +24,7 @@ const HMAC_TAG_LENGTH = 32;
  * after one 64 KiB echo, against +15 KiB before it: issue 15, `deno task memory`.)
  */
 const SMALL_INBOX = 1024;
-const BULK_INBOX = HEADER_LENGTH + MAX_FRAME_PAYLOAD + HMAC_TAG_LENGTH;
+const BULK_INBOX = HEADER_LENGTH + MAX_FRAME_PAYLOAD + MAX_TAG_LENGTH;
 
 /**
  * Bulk receive buffers not in use, shared by this thread's connections. In a bulk transfer the

@@ -17,13 +17,13 @@ import {
 /** The HMAC digests protocol v2 can name (docs/PROTOCOL.md §9). v1 always uses SHA-1. */
 export type DigestName = "sha1" | "sha256" | "sha384" | "sha512";
 
-/** Every v2 digest, weakest first, with its WebCrypto name and output length in bytes (its
- * `node:crypto` name is the `DigestName` itself). */
-export const DIGESTS: Readonly<Record<DigestName, { webCrypto: string; length: number }>> = {
-  sha1: { webCrypto: "SHA-1", length: 20 },
-  sha256: { webCrypto: "SHA-256", length: 32 },
-  sha384: { webCrypto: "SHA-384", length: 48 },
-  sha512: { webCrypto: "SHA-512", length: 64 },
+/** Every v2 digest, weakest first, with its output length in bytes (its `node:crypto` name is the
+ * `DigestName` itself). */
+export const DIGESTS: Readonly<Record<DigestName, { length: number }>> = {
+  sha1: { length: 20 },
+  sha256: { length: 32 },
+  sha384: { length: 48 },
+  sha512: { length: 64 },
 };
 
 /** Whether `name` is one of the v2 digests. */
