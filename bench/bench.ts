@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { type BenchResult, drawCharts, median, type Metric } from "./report.ts";
 import { benchTunnels, TUNNEL_METRICS } from "./tunnels.ts";
+import { hmacEchoCommand, SEMI_SPACE } from "./hmac_echo_command.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -45,8 +46,6 @@ interface ServerSpec {
 }
 
 const deno = Deno.execPath();
-/** As the serve task runs it: a 1 MiB young generation keeps idle connections small (README). */
-const SEMI_SPACE = "--v8-flags=--max-semi-space-size=1";
 const SERVERS: ServerSpec[] = [
   {
     name: "C epoll",
@@ -56,26 +55,7 @@ const SERVERS: ServerSpec[] = [
   {
     name: "hmac-echo",
     auth: true,
-    command: (port: number) => [
-      deno,
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      SEMI_SPACE,
-      `${ROOT}main.ts`,
-      "serve",
-      "--port",
-      String(port),
-      "--quiet",
-      "--max-connections",
-      "100000",
-      "--max-connections-per-address",
-      "0",
-      "--throttle-after",
-      "0",
-    ],
+    command: hmacEchoCommand,
   },
   {
     name: "Deno plain echo",

@@ -8,19 +8,28 @@
  */
 
 import process from "node:process";
-import {
-  createCipheriv,
-  createHmac,
-  createPublicKey,
-  createSecretKey,
-  diffieHellman,
-  generateKeyPairSync,
-  type KeyObject,
-} from "node:crypto";
-import { Buffer } from "node:buffer";
+import { createCipheriv, createHmac } from "node:crypto";
+import { createKeyShare, sharedSecret } from "../protocol/key_exchange.ts";
 
 const FRAME = new Uint8Array(65_536).fill(0x61);
 const ROUNDS = 2_000;
+
+/**
+ * Microseconds per call of `operation`, one call at a time after a tenth as many to warm up: wall
+ * time, and the process's CPU time (WebCrypto runs its work on other threads).
+ */
+async function timed(
+  operation: () => unknown,
+  rounds: number,
+): Promise<{ wall: number; cpu: number }> {
+  for (let i = 0; i < rounds / 10; i++) await operation(); // warm-up
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  for (let i = 0; i < rounds; i++) await operation();
+  const wall = (performance.now() - started) / rounds * 1000;
+  const used = process.cpuUsage(cpuBefore);
+  return { wall, cpu: (used.user + used.system) / rounds };
+}
 
 const hmacKey = await crypto.subtle.generateKey(
   { name: "HMAC", hash: "SHA-256", length: 256 },
@@ -37,22 +46,17 @@ const operations: [string, () => Promise<unknown>][] = [
   ["AES-256-GCM encrypt", () => crypto.subtle.encrypt({ name: "AES-GCM", iv }, aesKey, FRAME)],
 ];
 for (const [name, operation] of operations) {
-  for (let i = 0; i < ROUNDS / 10; i++) await operation(); // warm-up
-  const cpuBefore = process.cpuUsage();
-  const started = performance.now();
-  for (let i = 0; i < ROUNDS; i++) await operation();
-  const microseconds = (performance.now() - started) / ROUNDS * 1000;
-  const used = process.cpuUsage(cpuBefore);
   // CPU as well as wall time: the bulk figures' "server CPU per MB" compares with this one.
-  const cpu = (used.user + used.system) / ROUNDS;
+  const { wall, cpu } = await timed(operation, ROUNDS);
   console.log(
-    `${name.padEnd(20)} ${microseconds.toFixed(1).padStart(6)} µs per 64 KiB ` +
-      `(${cpu.toFixed(1)} µs CPU): ${(FRAME.length / microseconds).toFixed(0)} MB/s on one core`,
+    `${name.padEnd(20)} ${wall.toFixed(1).padStart(6)} µs per 64 KiB ` +
+      `(${cpu.toFixed(1)} µs CPU): ${(FRAME.length / wall).toFixed(0)} MB/s on one core`,
   );
 }
 
 // Small frames, the two engines side by side: what protocol/frame_key.ts's SYNCHRONOUS_LIMIT rests
 // on. Wall time per call, one at a time: WebCrypto hands each call to another thread and back.
+// node:crypto gets the key's bytes, as the frame key gives them.
 {
   const raw = crypto.getRandomValues(new Uint8Array(32));
   const webAes = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt"]);
@@ -61,14 +65,11 @@ for (const [name, operation] of operations) {
     raw,
     { name: "HMAC", hash: "SHA-256" },
     false,
-    [
-      "sign",
-    ],
+    ["sign"],
   );
-  const nodeKey: KeyObject = createSecretKey(raw);
   const header = new Uint8Array(12);
   const seal = (data: Uint8Array) => {
-    const cipher = createCipheriv("aes-256-gcm", nodeKey, iv);
+    const cipher = createCipheriv("aes-256-gcm", raw, iv);
     cipher.setAAD(header);
     const sealed = cipher.update(data);
     cipher.final();
@@ -76,7 +77,6 @@ for (const [name, operation] of operations) {
   };
   for (const size of [32, 1024, 16_384, 65_536]) {
     const data = new Uint8Array(size).fill(0x61);
-    const rounds = size > 4096 ? ROUNDS : 10 * ROUNDS;
     const pairs: [string, () => unknown][] = [
       [
         "AES-GCM WebCrypto",
@@ -84,22 +84,20 @@ for (const [name, operation] of operations) {
       ],
       ["AES-GCM node:crypto", () => seal(data)],
       ["HMAC WebCrypto", () => crypto.subtle.sign("HMAC", webHmac, data)],
-      ["HMAC node:crypto", () => createHmac("sha256", nodeKey).update(data).digest()],
+      ["HMAC node:crypto", () => createHmac("sha256", raw).update(data).digest()],
     ];
     const line: string[] = [];
     for (const [name, operation] of pairs) {
-      for (let i = 0; i < rounds / 10; i++) await operation(); // warm-up
-      const started = performance.now();
-      for (let i = 0; i < rounds; i++) await operation();
-      line.push(`${name} ${((performance.now() - started) / rounds * 1000).toFixed(1)} µs`);
+      const { wall } = await timed(operation, size > 4096 ? ROUNDS : 10 * ROUNDS);
+      line.push(`${name} ${wall.toFixed(1)} µs`);
     }
     console.log(`${`small frames, ${size} B`.padEnd(20)} ${line.join(", ")}`);
   }
 }
 
 // §12, one side's share of a forward-secret handshake: a fresh key pair, its raw public key for the
-// wire, the peer's raw key imported, and Z. Wall time, and the process's CPU time (WebCrypto runs
-// some operations on other threads), per exchange.
+// wire, the peer's raw key imported, and Z: through WebCrypto, and through node:crypto as
+// protocol/key_exchange.ts makes it (its own functions).
 const peerPublic = await crypto.subtle.exportKey(
   "raw",
   ((await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"])) as CryptoKeyPair)
@@ -113,31 +111,12 @@ async function x25519Exchange(): Promise<ArrayBuffer> {
   const peer = await crypto.subtle.importKey("raw", peerPublic, { name: "X25519" }, false, []);
   return await crypto.subtle.deriveBits({ name: "X25519", public: peer }, pair.privateKey, 256);
 }
-// The same share through node:crypto's synchronous calls, as protocol/key_exchange.ts makes it.
-const SPKI_X25519_PREFIX = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00];
-function x25519ExchangeNode(): Buffer {
-  const pair = generateKeyPairSync("x25519");
-  pair.publicKey.export({ format: "der", type: "spki" });
-  const peer = createPublicKey({
-    key: Buffer.from([...SPKI_X25519_PREFIX, ...new Uint8Array(peerPublic)]),
-    format: "der",
-    type: "spki",
-  });
-  return diffieHellman({ privateKey: pair.privateKey, publicKey: peer });
-}
 const exchanges: [string, () => unknown][] = [
   ["X25519 WebCrypto", x25519Exchange],
-  ["X25519 node:crypto", x25519ExchangeNode],
+  ["X25519 node:crypto", () => sharedSecret(createKeyShare(), new Uint8Array(peerPublic))],
 ];
 for (const [name, exchange] of exchanges) {
-  const EXCHANGES = ROUNDS;
-  for (let i = 0; i < EXCHANGES / 10; i++) await exchange(); // warm-up
-  const cpuBefore = process.cpuUsage();
-  const started = performance.now();
-  for (let i = 0; i < EXCHANGES; i++) await exchange();
-  const wall = (performance.now() - started) / EXCHANGES * 1000;
-  const used = process.cpuUsage(cpuBefore);
-  const cpu = (used.user + used.system) / EXCHANGES;
+  const { wall, cpu } = await timed(exchange, ROUNDS);
   console.log(
     `${name.padEnd(20)} ${wall.toFixed(1).padStart(6)} µs per exchange ` +
       `(${cpu.toFixed(1)} µs CPU): key pair, public bytes, peer's key, Z`,

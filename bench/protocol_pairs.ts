@@ -15,6 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { median } from "./report.ts";
+import { hmacEchoCommand } from "./hmac_echo_command.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -44,26 +45,7 @@ function cpuTicks(pid: number): number {
 async function startServer(): Promise<{ child: Deno.ChildProcess; port: number }> {
   for (let attempt = 1;; attempt++) {
     const port = 20_000 + Math.floor(Math.random() * 10_000);
-    const [command, ...args] = pinned(0, [
-      Deno.execPath(),
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      "--v8-flags=--max-semi-space-size=1",
-      `${ROOT}main.ts`,
-      "serve",
-      "--port",
-      String(port),
-      "--quiet",
-      "--max-connections",
-      "100000",
-      "--max-connections-per-address",
-      "0",
-      "--throttle-after",
-      "0",
-    ]);
+    const [command, ...args] = pinned(0, hmacEchoCommand(port));
     const child = new Deno.Command(command, {
       args,
       env: { HMAC_ECHO_SECRET: SECRET, NO_COLOR: "1" },

@@ -131,6 +131,23 @@ function spawn(command: string, args: string[], env: Record<string, string> = {}
   };
 }
 
+/** A tunnel's two ends as one front: the load connects to `port`; the client end stops first. */
+function tunnel(
+  port: number,
+  server: ReturnType<typeof spawn>,
+  client: ReturnType<typeof spawn>,
+): Front {
+  return {
+    port,
+    pids: [server.child.pid, client.child.pid],
+    output: () => server.output() + client.output(),
+    stop: async () => {
+      await client.stop();
+      await server.stop();
+    },
+  };
+}
+
 /** Waits until a Redis PING through `port` answers, the way any contender proves it is up. */
 async function waitForPong(port: number, what: string, output: () => string): Promise<void> {
   for (let attempt = 0; attempt < 200; attempt++) {
@@ -202,15 +219,7 @@ function contenders(root: string): Contender[] {
           "--max-connections",
           "10000",
         ], env);
-        return Promise.resolve({
-          port: localPort,
-          pids: [server.child.pid, client.child.pid],
-          output: () => server.output() + client.output(),
-          stop: async () => {
-            await client.stop();
-            await server.stop();
-          },
-        });
+        return Promise.resolve(tunnel(localPort, server, client));
       },
     },
     {
@@ -247,15 +256,7 @@ function contenders(root: string): Contender[] {
           "-k",
           key,
         ]);
-        return {
-          port: localPort,
-          pids: [server.child.pid, client.child.pid],
-          output: () => server.output() + client.output(),
-          stop: async () => {
-            await client.stop();
-            await server.stop();
-          },
-        };
+        return tunnel(localPort, server, client);
       },
     },
     {
@@ -294,15 +295,7 @@ function contenders(root: string): Contender[] {
             ...common,
           ]),
         ]);
-        return {
-          port: localPort,
-          pids: [server.child.pid, client.child.pid],
-          output: () => server.output() + client.output(),
-          stop: async () => {
-            await client.stop();
-            await server.stop();
-          },
-        };
+        return tunnel(localPort, server, client);
       },
     },
   ];
