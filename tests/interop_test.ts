@@ -11,10 +11,13 @@ import {
   ServerAuthenticationError,
 } from "../client/client.ts";
 import { decoder, encoder, SECRET, startServer } from "./_helpers.ts";
+import type { ServerStats } from "../server/stats.ts";
 
 const PEERS = new URL("./peers/", import.meta.url).pathname;
 const SECRET_TEXT = decoder.decode(SECRET);
 const MESSAGE = "interop: grüße, ﬁne, 😀, plain ascii";
+/** Long enough for several frames each way. */
+const LONG_MESSAGE = MESSAGE + " ß".repeat(40_000);
 
 /**
  * The Python that has the `cryptography` package, which the version 03 peers need: `python3` on
@@ -218,7 +221,7 @@ Deno.test("a Node.js client with the wrong secret is rejected with wrong-proof",
 
 for (const mode of ["plain", "integrity"] as const) {
   Deno.test(`the Deno v2 client (${mode}) verifies a Python v2 server and gets its echo`, async () => {
-    const message = MESSAGE + " ß".repeat(40_000); // several frames each way
+    const message = LONG_MESSAGE;
     const code = await againstPythonServer("v2_server.py", [], SECRET_TEXT, async (port) => {
       const bytes = encoder.encode(message);
       const reply = await exchange({
@@ -275,29 +278,43 @@ const V3_CASES = (["sha1", "sha256", "sha384", "sha512"] as const).flatMap((dige
   (["integrity", "encrypt"] as const).map((mode) => [digest, mode] as const)
 );
 
+/**
+ * A peer's version 03 client (`script`, given host, port, message, digest, mode, then `extra`)
+ * against a server that requires forward secrecy: its echo, and a forward-secret session in the
+ * server's log (§12). Returns the server's counters.
+ */
+async function peerForwardSecretSession(
+  script: string,
+  extra: string[],
+  digest: string,
+  mode: string,
+): Promise<ServerStats> {
+  await using started = await startServer({ requireForwardSecrecy: true });
+  const { logger, port, server } = started;
+  const child = peer(
+    script,
+    ["127.0.0.1", String(port), LONG_MESSAGE, digest, mode, ...extra],
+    SECRET_TEXT,
+  );
+  const { code, stdout, stderr } = await child.output();
+  assert.equal(code, 0, decoder.decode(stderr));
+  assert.equal(decoder.decode(stdout), LONG_MESSAGE.toUpperCase());
+  const authenticated = await logger.waitFor("authenticated");
+  assert.deepEqual(
+    [authenticated.fields.digest, authenticated.fields.mode, authenticated.fields.forwardSecret],
+    [digest, mode, true],
+  );
+  return await server.stats();
+}
+
 for (const [digest, mode] of V3_CASES) {
   Deno.test(`a Python version 03 client (${digest}, ${mode}) gets a forward-secret session (§12)`, async () => {
-    await using started = await startServer({ requireForwardSecrecy: true });
-    const { logger, port, server } = started;
-    const message = MESSAGE + " ß".repeat(40_000); // several frames each way
-    const child = peer(
-      "v3_client.py",
-      ["127.0.0.1", String(port), message, digest, mode],
-      SECRET_TEXT,
-    );
-    const { code, stdout, stderr } = await child.output();
-    assert.equal(code, 0, decoder.decode(stderr));
-    assert.equal(decoder.decode(stdout), message.toUpperCase());
-    const authenticated = await logger.waitFor("authenticated");
-    assert.deepEqual(
-      [authenticated.fields.digest, authenticated.fields.mode, authenticated.fields.forwardSecret],
-      [digest, mode, true],
-    );
-    assert.equal((await server.stats()).authenticatedForwardSecret, 1);
+    const stats = await peerForwardSecretSession("v3_client.py", [], digest, mode);
+    assert.equal(stats.authenticatedForwardSecret, 1);
   });
 
   Deno.test(`the Deno client (${digest}, ${mode}) gets a forward-secret session from a Python server`, async () => {
-    const message = MESSAGE + " ß".repeat(40_000);
+    const message = LONG_MESSAGE;
     const code = await againstPythonServer(
       "v3_server.py",
       ["--require-forward-secrecy"],
@@ -320,22 +337,7 @@ for (const [digest, mode] of V3_CASES) {
 // The Node.js peer (the benchmark's generator speaks through it) in version 03 too.
 for (const [digest, mode] of [["sha256", "encrypt"], ["sha512", "integrity"]] as const) {
   Deno.test(`a Node.js version 03 client (${digest}, ${mode}) gets a forward-secret session (§12)`, async () => {
-    await using started = await startServer({ requireForwardSecrecy: true });
-    const { logger, port } = started;
-    const message = MESSAGE + " ß".repeat(40_000);
-    const child = peer(
-      "v2_client.mjs",
-      ["127.0.0.1", String(port), message, digest, mode, "03"],
-      SECRET_TEXT,
-    );
-    const { code, stdout, stderr } = await child.output();
-    assert.equal(code, 0, decoder.decode(stderr));
-    assert.equal(decoder.decode(stdout), message.toUpperCase());
-    const authenticated = await logger.waitFor("authenticated");
-    assert.deepEqual(
-      [authenticated.fields.digest, authenticated.fields.mode, authenticated.fields.forwardSecret],
-      [digest, mode, true],
-    );
+    await peerForwardSecretSession("v2_client.mjs", ["03"], digest, mode);
   });
 }
 
