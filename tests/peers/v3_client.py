@@ -39,21 +39,15 @@ import struct
 import sys
 import threading
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from v3_frames import (DIGESTS, LOW_ORDER_POINT, MAX_PAYLOAD, MODE_LABELS, FrameError, hkdf_sha256,
+                       open_frame, read_up_to, seal)
 
-DIGESTS = ("sha1", "sha256", "sha384", "sha512")
 MODES = {"plain": 0x00, "integrity": 0x01, "encrypt": 0x02}
-MODE_LABELS = {0x01: "integrity", 0x02: "encrypt"}
 STATUS_NAMES = {1: "wrong-proof", 2: "unsupported-digest", 3: "mode-refused",
                 4: "malformed-hello", 5: "unsupported-version", 6: "reflected-challenge",
                 7: "forward-secrecy-required", 8: "bad-key-share"}
-MAX_PAYLOAD = 65536
-MAX_FRAMES = 2 ** 32
-# A point of order 8 on Curve25519 (RFC 7748's curve): X25519 with it gives all zeros.
-LOW_ORDER_POINT = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
 
 
 class ServerProofError(Exception):
@@ -62,32 +56,6 @@ class ServerProofError(Exception):
 
 class BadServerKeyShare(Exception):
     pass
-
-
-class FrameError(Exception):
-    pass
-
-
-def read_exactly(sock, count):
-    """Up to `count` bytes: fewer only if the connection ended first."""
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def hkdf_sha256(ikm, salt, info, length=32):
-    """RFC 5869: extract, then expand."""
-    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
-    okm, block, counter = b"", b"", 1
-    while len(okm) < length:
-        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
-        okm += block
-        counter += 1
-    return okm[:length]
 
 
 def make_hello(secret, cs, digest, mode, cc, private=None, pc=None):
@@ -123,37 +91,12 @@ def finish(secret, cs, cc, head, digest, mode, private, ps, server_proof):
     return keys  # the private key is dropped by the caller once this returns
 
 
-def seal(mode, key, seq, payload):
-    """§11: n (4) || seq (8) || body || tag."""
-    if seq >= MAX_FRAMES:
-        raise FrameError("sequence-exhausted")
-    header = struct.pack(">IQ", len(payload), seq)
-    if mode == 0x01:
-        return header + payload + hmac.new(key, header + payload, hashlib.sha256).digest()
-    return header + AESGCM(key).encrypt(bytes(4) + header[4:], payload, header)
-
-
-def open_frame(mode, key, header, rest):
-    """§11: the payload of a frame, given its 12-byte header and body || tag; or FrameError."""
-    length = struct.unpack(">I", header[:4])[0]
-    if mode == 0x01:
-        payload, tag = rest[:length], rest[length:]
-        good = hmac.new(key, header + payload, hashlib.sha256).digest()
-        if not hmac.compare_digest(tag, good):
-            raise FrameError("tampered-frame")
-        return payload
-    try:
-        return AESGCM(key).decrypt(bytes(4) + header[4:], rest, header)
-    except InvalidTag:
-        raise FrameError("tampered-frame") from None
-
-
 def read_frames(sock, mode, key):
     """The payloads of the frames read until the end frame (§11's checks, in its order)."""
     reply, expected = b"", 0
     tag_length = 32 if mode == 0x01 else 16
     while True:
-        header = read_exactly(sock, 12)
+        header = read_up_to(sock, 12)
         if not header:
             raise FrameError("truncated-stream")
         if len(header) < 12:
@@ -161,7 +104,7 @@ def read_frames(sock, mode, key):
         length, seq = struct.unpack(">IQ", header)
         if length > MAX_PAYLOAD:
             raise FrameError("oversized-frame")
-        rest = read_exactly(sock, length + tag_length)
+        rest = read_up_to(sock, length + tag_length)
         if len(rest) < length + tag_length:
             raise FrameError("truncated-frame")
         payload = open_frame(mode, key, header, rest)
@@ -207,7 +150,7 @@ def main():
     secret = os.environb[b"HMAC_ECHO_SECRET"]
     proof_length = hashlib.new(digest).digest_size
     with socket.create_connection((host, port)) as sock:
-        cs = read_exactly(sock, 32)                                              # §1
+        cs = read_up_to(sock, 32)                                              # §1
         if len(cs) < 32:
             fail(1, "no challenge: not an hmac-echo server, or it refused the connection")
         cc = os.urandom(32)
@@ -215,7 +158,7 @@ def main():
                                           pc=LOW_ORDER_POINT if bad_key_share else None)
         sock.sendall(hello)                                                      # §9, §12
         try:
-            status = read_exactly(sock, 1)                                       # §10
+            status = read_up_to(sock, 1)                                       # §10
         except OSError:
             status = b""
         if not status:
@@ -223,7 +166,7 @@ def main():
                     " the close is not authenticated)")
         if status[0] != 0:
             fail(1, "rejected: " + STATUS_NAMES.get(status[0], f"status {status[0]}"))
-        answer = read_exactly(sock, 32 + proof_length)                           # Ps, proof
+        answer = read_up_to(sock, 32 + proof_length)                           # Ps, proof
         if mode == 0x00 or bad_key_share:
             fail(7, "the server accepted a hello it must refuse")
         try:

@@ -52,23 +52,14 @@ import socket
 import struct
 import sys
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from v3_frames import (DIGESTS, LOW_ORDER_POINT, MAX_PAYLOAD, MODE_LABELS, FrameError, hkdf_sha256,
+                       open_frame, read_up_to, seal)
 
-DIGESTS = ("sha1", "sha256", "sha384", "sha512")
-MODE_LABELS = {0x01: "integrity", 0x02: "encrypt"}
-MAX_PAYLOAD = 65536
-MAX_FRAMES = 2 ** 32
-LOW_ORDER_POINT = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
 
 
 class BadKeyShare(Exception):
-    pass
-
-
-class FrameError(Exception):
     pass
 
 
@@ -76,27 +67,6 @@ class Rejected(Exception):
     def __init__(self, reason, status=None):
         super().__init__(reason)
         self.reason, self.status = reason, status
-
-
-def read_up_to(conn, count):
-    data = b""
-    while len(data) < count:
-        chunk = conn.recv(count - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def hkdf_sha256(ikm, salt, info, length=32):
-    """RFC 5869: extract, then expand."""
-    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
-    okm, block, counter = b"", b"", 1
-    while len(okm) < length:
-        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
-        okm += block
-        counter += 1
-    return okm[:length]
 
 
 def raw(public):
@@ -136,31 +106,6 @@ def keys_v2(secret, cs, cc, mode):
     label = MODE_LABELS[mode]
     return tuple(hkdf_sha256(secret, cs + cc, f"hmac-echo v2 {label} {direction}".encode("ascii"))
                  for direction in ("client->server", "server->client"))
-
-
-def seal(mode, key, seq, payload):
-    """§11: n (4) || seq (8) || body || tag."""
-    if seq >= MAX_FRAMES:
-        raise FrameError("sequence-exhausted")
-    header = struct.pack(">IQ", len(payload), seq)
-    if mode == 0x01:
-        return header + payload + hmac.new(key, header + payload, hashlib.sha256).digest()
-    return header + AESGCM(key).encrypt(bytes(4) + header[4:], payload, header)
-
-
-def open_frame(mode, key, header, rest):
-    """§11: the payload of a frame, given its 12-byte header and body || tag; or FrameError."""
-    length = struct.unpack(">I", header[:4])[0]
-    if mode == 0x01:
-        payload, tag = rest[:length], rest[length:]
-        good = hmac.new(key, header + payload, hashlib.sha256).digest()
-        if not hmac.compare_digest(tag, good):
-            raise FrameError("tampered-frame")
-        return payload
-    try:
-        return AESGCM(key).decrypt(bytes(4) + header[4:], rest, header)
-    except InvalidTag:
-        raise FrameError("tampered-frame") from None
 
 
 def read_hello(conn, cs, secret, options):
