@@ -1,11 +1,4 @@
-import {
-  createHash,
-  createHmac,
-  createSecretKey,
-  hkdfSync,
-  type KeyObject,
-  timingSafeEqual,
-} from "node:crypto";
+import { createHash, createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 
 /**
  * The shared secret as keys, imported once: the crypto that protocol v1 (`v1.ts`) and
@@ -34,8 +27,9 @@ export function isDigestName(name: string): name is DigestName {
 /**
  * The shared secret, imported once as the key every protocol needs: HMAC under any digest, HKDF for
  * v2's session keys (with Z || secret for the forward-secret key exchange, docs/PROTOCOL.md §11,
- * §12) and the tutorial's `sha1-prefix` answer. The key is a `node:crypto` `KeyObject`, used through
- * synchronous calls: an HMAC of a challenge costs less than one hand-off to WebCrypto's thread
+ * §12) and the tutorial's `sha1-prefix` answer. The secret's bytes are a private field, given to
+ * `node:crypto`'s synchronous calls (a `KeyObject` would be exported again in each, as the frame
+ * keys found: `protocol/frame_key.ts`): an HMAC of a challenge costs less than one hand-off to WebCrypto's thread
  * (`bench/crypto_speed.ts`); with the session keys' HKDF and the small frames also moved, a v2
  * `encrypt` session costs the server 50-90 µs less CPU (BENCHMARKS.md, "The second pass").
  *
@@ -46,12 +40,10 @@ export function isDigestName(name: string): name is DigestName {
  * ```
  */
 export class SecretKeys {
-  readonly #key: KeyObject;
   readonly #secret: Uint8Array<ArrayBuffer>;
   readonly #sha1Prefix: boolean;
 
   private constructor(secret: Uint8Array<ArrayBuffer>, sha1Prefix: boolean) {
-    this.#key = createSecretKey(secret);
     this.#secret = secret;
     this.#sha1Prefix = sha1Prefix;
   }
@@ -78,7 +70,7 @@ export class SecretKeys {
 
   /** HMAC-`digest` of `data` under the secret. */
   mac(digest: DigestName, data: Uint8Array): Uint8Array<ArrayBuffer> {
-    const mac = createHmac(digest, this.#key).update(data).digest();
+    const mac = createHmac(digest, this.#secret).update(data).digest();
     return new Uint8Array(mac.buffer, mac.byteOffset, mac.length) as Uint8Array<ArrayBuffer>;
   }
 
