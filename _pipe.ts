@@ -8,6 +8,7 @@
  */
 
 import { type ByteStream, isDisconnect, writeAll } from "./_io.ts";
+import { ReadBuffers } from "./_read_buffers.ts";
 
 /** One end of a pipe: a byte stream that can also say it will send nothing more. */
 export interface PipeEnd extends ByteStream {
@@ -49,16 +50,6 @@ export interface PipeOptions {
 }
 
 const DEFAULT_BUFFER_SIZE = 64 * 1024;
-/**
- * Each direction's read buffer starts at 1 KiB, because a read that waits pins its buffer for as
- * long as the peer is idle (a pool of idle connections to a database, say), doubles whenever a
- * read fills it, up to `bufferSize`, and halves again after a run of 16 small reads. (The echo's
- * rule was this one until issue 15; it now waits with 1 KiB after any short read, `ReadBuffers` in
- * server/upper_case_echo.ts. This pipe has yet to follow, so an idle tunnel that carried a burst
- * keeps a larger buffer pinned until 16 small reads have come.)
- */
-const MIN_BUFFER_SIZE = 1024;
-const SMALL_READS_BEFORE_SHRINKING = 16;
 
 /**
  * Copies `a` to `b` and `b` to `a` at once. When one end's read returns `null` (its half-close),
@@ -72,7 +63,7 @@ const SMALL_READS_BEFORE_SHRINKING = 16;
  * half-close, so that the connection closes without a reset.
  */
 export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions): Promise<PipeResult> {
-  const maxBuffer = Math.max(MIN_BUFFER_SIZE, options.bufferSize ?? DEFAULT_BUFFER_SIZE);
+  const maxBuffer = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
   const result: PipeResult = { aToB: 0, bToA: 0 };
   /** Which ends have half-closed: their read returned null. */
   const ended: Record<PipeSide, boolean> = { a: false, b: false };
@@ -83,36 +74,25 @@ export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions): Promise<
 
   const pump = async (from: PipeSide, source: PipeEnd, sink: PipeEnd): Promise<void> => {
     const to: PipeSide = from === "a" ? "b" : "a";
-    let buffer = new Uint8Array(MIN_BUFFER_SIZE);
-    let smallReads = 0;
+    // Small while the peer is idle (an idle pool of database connections pins no more than
+    // 1 KiB per direction), growing while it sends more than each read takes.
+    const reads = new ReadBuffers(maxBuffer);
     let side: PipeSide = from;
     let op: PipeFailure["op"] = "read";
     try {
       while (true) {
         side = from;
         op = "read";
-        const n = await source.read(buffer);
+        const n = await source.read(reads.buffer);
         if (stopped) return;
         if (n === null) break;
         side = to;
         op = "write";
-        await writeAll(sink, buffer.subarray(0, n));
+        await writeAll(sink, reads.took(n));
         if (from === "a") result.aToB += n;
         else result.bToA += n;
         options.onChunk?.(from, n);
         if (stopped) return;
-        // Written, so the buffer is free to be replaced before the next read.
-        if (n === buffer.length && buffer.length < maxBuffer) {
-          buffer = new Uint8Array(Math.min(maxBuffer, buffer.length * 2));
-          smallReads = 0;
-        } else if (n < buffer.length / 4 && buffer.length > MIN_BUFFER_SIZE) {
-          if (++smallReads >= SMALL_READS_BEFORE_SHRINKING) {
-            buffer = new Uint8Array(buffer.length / 2);
-            smallReads = 0;
-          }
-        } else {
-          smallReads = 0;
-        }
       }
       ended[from] = true;
       side = to;
@@ -125,7 +105,7 @@ export function pipeBoth(a: PipeEnd, b: PipeEnd, options: PipeOptions): Promise<
         // What the source still sends has nowhere to go; read it to its end all the same, since
         // closing a connection with unread bytes resets it, and a reset can destroy the sink's
         // last replies on their way to the source.
-        await drain(source, buffer).catch(() => {});
+        await drain(source, reads.buffer).catch(() => {});
         return;
       }
       result.failure = { side, op, error };

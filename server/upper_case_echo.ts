@@ -5,16 +5,11 @@
  */
 
 import { type ByteStream, writeAll } from "../_io.ts";
+import { ReadBuffers } from "../_read_buffers.ts";
 import { FramedConnection } from "../protocol/frames.ts";
 import type { TrafficCounters } from "./service.ts";
 
-/**
- * A read may wait as long as the client is idle, and a waiting read pins its buffer (10 000 idle
- * clients × 64 KiB would be 640 MB), so a read gets a small buffer unless the read before it
- * filled its own, which shows that more is waiting. Then it gets a bulk buffer, twice as big for
- * each read in a row that fills it, up to a size that suits bulk transfers.
- */
-const SMALL_READ_BUFFER = 1024;
+/** The largest buffer the echo's reads grow to in a bulk transfer (see `_read_buffers.ts`). */
 const MAX_READ_BUFFER = 256 * 1024;
 
 /**
@@ -133,40 +128,6 @@ function upperCaseByte(chunk: Uint8Array, i: number): boolean {
 }
 
 /**
- * Chooses each read's buffer for the echo over a byte stream (see {@linkcode SMALL_READ_BUFFER}):
- * read into `buffer`, then hand the count to `took`. Exported for its tests only.
- */
-export class ReadBuffers {
-  #small = new Uint8Array(SMALL_READ_BUFFER);
-  /** The first bulk buffer's size once the small one fills. */
-  #bulkSize = 2 * SMALL_READ_BUFFER;
-  /** Bytes read since the last short read: the burst so far. */
-  #burst = 0;
-  /** The buffer for the next read. */
-  buffer: Uint8Array = this.#small;
-
-  /** The bytes the read put into `buffer`; picks the next read's buffer. */
-  took(n: number): Uint8Array {
-    const buffer = this.buffer;
-    this.#burst += n;
-    if (n < buffer.length) {
-      // The burst is over. The next one starts with a bulk buffer that would have held this one,
-      // so bursts of one size take two reads each, and a client whose bursts shrink (or whose
-      // message exactly fills the small buffer) leaves no bigger read waiting than they need.
-      const fits = 2 ** Math.ceil(Math.log2(this.#burst));
-      this.#bulkSize = Math.min(MAX_READ_BUFFER, Math.max(2 * SMALL_READ_BUFFER, fits));
-      this.#burst = 0;
-      this.buffer = this.#small; // the bulk buffer, if any, is let go with the chunk
-    } else if (buffer === this.#small) {
-      this.buffer = new Uint8Array(this.#bulkSize);
-    } else if (buffer.length < MAX_READ_BUFFER) {
-      this.buffer = new Uint8Array(Math.min(2 * buffer.length, MAX_READ_BUFFER));
-    } // else the largest buffer, filled again: it serves the next read too
-    return buffer.subarray(0, n);
-  }
-}
-
-/**
  * The default service handler: echoes the client's bytes upper-cased until it half-closes.
  *
  * Each chunk is written before the next is read, so a client that does not read its replies is
@@ -190,7 +151,7 @@ export async function upperCaseEcho(
       // at 13-29% more CPU per MB (in-process, median of 60 paired runs).
       chunk = await conn.readChunk();
     } else {
-      reads ??= new ReadBuffers();
+      reads ??= new ReadBuffers(MAX_READ_BUFFER);
       const n = await conn.read(reads.buffer);
       chunk = n === null ? null : reads.took(n);
     }
