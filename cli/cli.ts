@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parseConnectArgs, runConnect, runTunnel } from "./connect.ts";
+import { CONNECT_OPTIONS, parseConnectArgs, runConnect, runTunnel } from "./connect.ts";
 import type { LogFormat } from "../log.ts";
 import { type InfoRequest, parseFlags, UsageError } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printError, writeOut } from "./output.ts";
@@ -48,16 +48,24 @@ export async function runCli(args: string[]): Promise<number> {
 }
 
 /**
- * How to print a fatal error: as the log does when serve's flags ask for `--log-format json` and
- * can be read at all; plain text otherwise (before the flags are understood there is no format).
+ * How to print a fatal error: as the log does when the flags of `serve` or `connect --listen` ask
+ * for `--log-format json` and can be read at all; plain text otherwise (before the flags are
+ * understood there is no format).
  */
 function errorFormat(args: string[]): LogFormat {
-  if (args[0] !== "serve") return "text";
   try {
-    return parseFlags(args.slice(1), SERVE_OPTIONS)["log-format"] === "json" ? "json" : "text";
+    const [command, ...rest] = args;
+    if (command === "serve") {
+      return parseFlags(rest, SERVE_OPTIONS)["log-format"] === "json" ? "json" : "text";
+    }
+    if (command === "connect") {
+      const values = parseFlags(rest, CONNECT_OPTIONS);
+      return values.listen !== undefined && values["log-format"] === "json" ? "json" : "text";
+    }
   } catch {
-    return "text";
+    // Flags that cannot be read: there is no format to follow.
   }
+  return "text";
 }
 
 async function dispatch(args: string[]): Promise<number> {

@@ -31,6 +31,7 @@ import {
 } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, printError, writeErr, writeOut } from "./output.ts";
 import { checkSecretStrength, loadSecret } from "./secret.ts";
+import { waitForShutdownSignal } from "./signals.ts";
 
 /** connect's flags; each is in the help's groups too (cli/usage.ts), which a test checks. */
 export const CONNECT_OPTIONS = {
@@ -293,7 +294,7 @@ export async function runConnect(
       onRetry: ({ attempt, of, delayMs, error }) =>
         printError(
           `${
-            describeConnectError(error, hostname, port)
+            describeConnectError(error, hostname, port, { hint: false })
           }; retry ${attempt} of ${of} in ${delayMs} ms`,
         ),
     });
@@ -347,7 +348,7 @@ export async function runTunnel(
   }
   // A Unix socket is created, and removed at the end; a TCP listener writes no file.
   if (!("path" in options.listen)) Deno.permissions.revokeSync({ name: "write" });
-  const stopped = waitForStop(logger);
+  const stopped = waitForShutdownSignal(logger);
   logger.log("notice", "listening", {
     address: "path" in tunnel.addr ? `unix:${tunnel.addr.path}` : formatAddr(tunnel.addr),
     server: formatAddr({ transport: "tcp", hostname: options.hostname, port: options.port }),
@@ -371,25 +372,6 @@ export async function runTunnel(
   return EXIT_OK;
 }
 
-/** Resolves on the first SIGINT or SIGTERM; another one later forces the exit. */
-function waitForStop(logger: StderrLogger): Promise<void> {
-  let stopping = false;
-  return new Promise((resolve) => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
-      Deno.addSignalListener(signal, () => {
-        if (stopping) {
-          logger.log("warn", "forced-exit", { reason: `${signal} during shutdown` });
-          logger.flush();
-          Deno.exit(EXIT_FAILURE);
-        }
-        stopping = true;
-        logger.log("notice", "shutting-down", { signal });
-        resolve();
-      });
-    }
-  });
-}
-
 /** Why the tunnel could not listen, for people. */
 function describeListenError(error: unknown, where: string): string {
   const message = error instanceof Error ? error.message : String(error);
@@ -409,9 +391,8 @@ async function sendMessage(client: Parameters<typeof relay>[0], message: string)
   if (last !== 0x0a) await writeOut("\n");
 }
 
-/** The command line's advice after a library error, keyed on the error's reason. */
 /**
- * What to do next, by error reason. A rejection or a close is not authenticated, so no hint
+ * The command line's advice after a library error: what to do next, by error reason. A rejection or a close is not authenticated, so no hint
  * suggests a weaker protocol, digest or mode: anyone on the path could have sent it.
  */
 const HINTS: Record<string, string> = {
@@ -421,11 +402,21 @@ const HINTS: Record<string, string> = {
     "doubling), so --retry does not wait it out: fix the cause, then try again later",
 };
 
-/** Why the connection failed, for people. */
-function describeConnectError(error: unknown, hostname: string, port: number): string {
+/**
+ * Why the connection failed, for people; without `hint` (a line per retry), no advice: that is
+ * given once, with the last failure.
+ */
+function describeConnectError(
+  error: unknown,
+  hostname: string,
+  port: number,
+  { hint = true } = {},
+): string {
   const where = `${hostname}:${port}`;
   if (error instanceof FrameError) return `Connection to ${where} closed: ${error.message}`;
-  if (error instanceof HmacEchoError) return error.message + (HINTS[error.reason] ?? "");
+  if (error instanceof HmacEchoError) {
+    return error.message + (hint ? HINTS[error.reason] ?? "" : "");
+  }
   if (error instanceof Deno.errors.ConnectionRefused) {
     return `Cannot connect to ${where}: connection refused. Is the server running there?`;
   }

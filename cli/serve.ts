@@ -35,6 +35,7 @@ import {
   usageErrorFor,
 } from "./flags.ts";
 import { EXIT_FAILURE, EXIT_OK, printError } from "./output.ts";
+import { waitForShutdownSignal } from "./signals.ts";
 import {
   checkSecretStrength,
   loadPreviousSecret,
@@ -125,6 +126,11 @@ export function parseServeArgs(args: string[]): ServeCommand {
   const info = infoRequest(values);
   if (info) return info;
   const workers = numberFrom(values.workers);
+  if (workers !== undefined && !(Number.isInteger(workers) && workers >= 0)) {
+    throw new UsageError(
+      `--workers must be a whole number, 0 (one per core) or more, got "${values.workers}"`,
+    );
+  }
   const trustedList = values["trusted-proxies"];
   if ((values["proxy-protocol"] ?? false) !== (trustedList !== undefined)) {
     throw new UsageError(
@@ -299,7 +305,7 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
 
   // Handlers first: a signal sent as soon as "listening" appears must find them in place.
   const stopReloading = reloadSecretsOnHangUp({ ...command, env }, server, logger, reloads);
-  const shutdownSignal = waitForShutdownSignal(logger, command.shutdown);
+  const shutdownSignal = waitForShutdownSignal(logger, { ...command.shutdown });
   logListening(logger, server, config, secrets.source);
   await shutdownSignal;
   stopReloading();
@@ -579,53 +585,6 @@ function prefixed(prefix: string, counts: Record<string, number | undefined>) {
 
 function sum(counts: Record<string, number | undefined>): number {
   return Object.values(counts).reduce((total: number, n) => total + (n ?? 0), 0);
-}
-
-/**
- * The same signal again within this long is the same request: `deno task` forwards a Ctrl-C to
- * the server, which the terminal has already sent it (the whole process group gets it), and
- * `kill -TERM -PGID` reaches it twice the same way.
- */
-export const REPEATED_SIGNAL_MS = 1_000;
-
-/**
- * What each shutdown signal means: the first shuts down; a copy of it (the same signal within
- * {@linkcode REPEATED_SIGNAL_MS}) is the same request; any other forces the exit.
- */
-export class ShutdownSignals {
-  #first?: { signal: Deno.Signal; at: number };
-
-  /** Decides what `signal`, arriving at `now` (milliseconds), asks for. */
-  receive(signal: Deno.Signal, now: number): "shut-down" | "repeat" | "force" {
-    if (this.#first === undefined) {
-      this.#first = { signal, at: now };
-      return "shut-down";
-    }
-    const copy = signal === this.#first.signal && now - this.#first.at < REPEATED_SIGNAL_MS;
-    return copy ? "repeat" : "force";
-  }
-}
-
-/** Resolves on the first SIGINT or SIGTERM; see {@linkcode ShutdownSignals} for the others. */
-function waitForShutdownSignal(logger: Logger, shutdown: ShutdownSettings): Promise<void> {
-  const received = new ShutdownSignals();
-  return new Promise((resolve) => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
-      Deno.addSignalListener(signal, () => {
-        switch (received.receive(signal, performance.now())) {
-          case "shut-down":
-            logger.log("notice", "shutting-down", { signal, ...shutdown });
-            return resolve();
-          case "repeat":
-            return logger.log("info", "signal-repeated", { signal, note: "the same request" });
-          case "force":
-            logger.log("warn", "forced-exit", { reason: `${signal} during shutdown` });
-            logger.flush?.();
-            Deno.exit(EXIT_FAILURE);
-        }
-      });
-    }
-  });
 }
 
 /** Why the server could not listen, for people; `portFlag` is the flag that chose the port. */

@@ -295,8 +295,10 @@ Usage: hmac-echo serve [options]
        hmac-echo serve --help | --version
 
 ${formatGroups(SERVE_GROUPS)}
-Signals: SIGTERM or Ctrl-C drains and stops (exit 0); another one after the first second forces
-the exit (1). SIGHUP re-reads the secret files; if one cannot be read, the old secrets stay.
+Signals: SIGTERM or Ctrl-C drains and stops (exit 0). The same signal again within a second is the
+same request (a terminal and deno task both send a Ctrl-C); any other signal, or the same one
+later, forces the exit (1). SIGHUP re-reads the secret files; if one cannot be read, the old
+secrets stay.
 
 ${secretNote(true)}
 ${exitStatus("could not listen, the port in use, say")}`;
@@ -309,7 +311,8 @@ Usage: hmac-echo connect [options]
 
 ${formatGroups(CONNECT_GROUPS)}
 Without --message: from a terminal, an interactive session (Ctrl-D ends it); from a pipe,
-stdin is streamed to the server and the replies to stdout.
+stdin is streamed to the server and the replies to stdout. With --listen, SIGTERM or Ctrl-C closes
+the tunnel (exit 0); as for serve, a copy of that signal within a second is the same request.
 
 ${secretNote(false)}
 ${exitStatus("rejected, or the server unreachable")}`;

@@ -74,7 +74,11 @@ const serveErrors: [string[], RegExp][] = [
   [["--idle-timeout=-3"], /--idle-timeout must be a number, 0 or more, got "-3"/],
   [["--idle-timeout", "-3"], /^--idle-timeout must be a number, 0 or more, got "-3"$/],
   [["--throttle-window", "-.5"], /^--throttle-window must be a positive number, got "-.5"$/],
-  [["--workers", "-2"], /^--workers must be a positive whole number, got "-2"$/],
+  [["--workers", "-2"], /^--workers must be a whole number, 0 \(one per core\) or more, got "-2"$/],
+  [
+    ["--workers", "1.5"],
+    /^--workers must be a whole number, 0 \(one per core\) or more, got "1\.5"$/,
+  ],
   [["--port", "-1"], /^--port must be a whole number from 0 to 65535, got "-1"$/],
   [["--metrics-port", "-1"], /^--metrics-port must be a whole number from 0 to 65535, got "-1"$/],
   [["--quiet", "-1"], /^Unknown option '-1'/],

@@ -300,6 +300,10 @@ Deno.test("serve --workers 2 shares one port between two server threads", async 
     assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
   }
   assert.ok(server.lines.some((line) => / stopped accepted=40 authenticated=40 /.test(line)));
+  // One server, one numbering: the threads never hand out the same connection id.
+  const ids = server.lines.flatMap((line) => line.match(/ authenticated id=(\d+) /)?.[1] ?? []);
+  assert.equal(ids.length, 40);
+  assert.equal(new Set(ids).size, 40, `ids repeat: ${ids.join(",")}`);
 });
 
 Deno.test("serve --workers on a port in use exits 1 with the same clear message", async () => {
@@ -599,6 +603,21 @@ Deno.test("connect says in one line that a throttling server closed before the c
       right.stderr,
       /^hmac-echo: The server closed the connection before the challenge: it is full, or is throttling this address after failed handshakes \(see its log\).*--retry does not wait it out/,
     );
+    // With --retry: a short line per retry, and the advice once, with the last failure.
+    const retried = await runConnect(
+      ["--port", String(port), "--retry", "2", "--message", "x"],
+      fresh.env,
+    );
+    assert.equal(retried.code, 1);
+    const lines = retried.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 3, retried.stderr);
+    assert.match(
+      lines[0],
+      /before the challenge: .*\(see its log\), or it is not an hmac-echo server; retry 1 of 2 in \d+ ms$/,
+    );
+    assert.match(lines[1], /; retry 2 of 2 in \d+ ms$/);
+    assert.equal(retried.stderr.match(/--retry does not wait it out/g)?.length, 1, retried.stderr);
+    assert.match(lines[2], /--retry does not wait it out/);
   } finally {
     assert.equal((await server.stop()).code, 0);
   }
@@ -657,12 +676,17 @@ Deno.test("connect warns once, on stderr, when other users can read its secret f
   }
 });
 
-Deno.test("serve --log-format json: an error that ends it is one JSON line", async (t) => {
+Deno.test("serve and connect --listen, --log-format json: an error that ends it is one JSON line", async (t) => {
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "json-fatal-secret-3e2d1c" });
 
-  /** Runs serve to its exit; its stderr must be exactly one line. */
-  async function fatalLine(args: string[], code: number): Promise<string> {
-    const server = startServe(args, fresh.env);
+  /** Runs serve (or the tunnel) to its exit; its stderr must be exactly one line. */
+  async function fatalLine(args: string[], code: number, tunnel = false): Promise<string> {
+    const server = tunnel
+      ? ServerProcess.start(Deno.execPath(), [...taskArgs("connect"), ...args], {
+        env: fresh.env,
+        cwd: ROOT,
+      })
+      : startServe(args, fresh.env);
     assert.equal((await server.exited()).code, code, server.lines.join("\n"));
     assert.equal(server.lines.length, 1, server.lines.join("\n"));
     assert.ok(!server.lines[0].includes("json-fatal-secret"));
@@ -690,7 +714,10 @@ Deno.test("serve --log-format json: an error that ends it is one JSON line", asy
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = listener.addr.port;
     const args = ["--log-format", "json", "--port", "0", "--metrics-port", String(port)];
-    assertFatal(await fatalLine(args, 1), /^Cannot serve metrics on 127\.0\.0\.1:\d+: the address/);
+    assertFatal(
+      await fatalLine(args, 1),
+      /^Cannot serve metrics on 127\.0\.0\.1:\d+: the address .*choose another --metrics-port$/,
+    );
   });
   await t.step("a secret file that does not exist: exit 2", async () => {
     const file = `${fresh.home}/missing`;
@@ -700,6 +727,16 @@ Deno.test("serve --log-format json: an error that ends it is one JSON line", asy
   await t.step("a flag out of range, once the flags could be read: exit 2", async () => {
     const line = await fatalLine(["--log-format", "json", "--max-connections", "0"], 2);
     assertFatal(line, /^--max-connections must be a positive whole number, got "0"\. Run /);
+  });
+  await t.step("the tunnel: a secret file that does not exist, exit 2", async () => {
+    const file = `${fresh.home}/missing`;
+    const args = ["--listen", "127.0.0.1:0", "--log-format", "json", "--secret-file", file];
+    assertFatal(await fatalLine(args, 2, true), /^Cannot read the secret file ".*\/missing"/);
+  });
+  await t.step("the tunnel: its listening port in use, exit 1", async () => {
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const args = ["--listen", `127.0.0.1:${listener.addr.port}`, "--log-format", "json"];
+    assertFatal(await fatalLine(args, 1, true), /^Cannot listen on .*: already in use/);
   });
   await t.step("flags that cannot be read say so in plain text", async () => {
     const line = await fatalLine(["--log-format", "json", "--bogus"], 2);

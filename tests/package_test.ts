@@ -8,7 +8,7 @@ import { decoder } from "./_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
-Deno.test("deno publish --dry-run passes and ships the product, its licence and its docs only", async () => {
+Deno.test("deno publish --dry-run passes and ships the product, its licence and its docs only, links whole", async () => {
   const { code, stderr } = await new Deno.Command(Deno.execPath(), {
     // --allow-dirty: a dry run publishes nothing, and the tests run on work in progress too.
     args: ["publish", "--dry-run", "--allow-dirty"],
@@ -27,6 +27,15 @@ Deno.test("deno publish --dry-run passes and ships the product, its licence and 
     /^(tests|bench|chaos|tools|bin|dist|\.ci)\//.test(file) || file === "BENCHMARKS.md"
   );
   assert.deepEqual(notProduct, []);
+  // jsr.io renders the shipped Markdown: a relative link to a file left out would be broken there.
+  for (const doc of files.filter((file) => file.endsWith(".md"))) {
+    const text = await Deno.readTextFile(`${ROOT}${doc}`);
+    for (const [, target] of text.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)) {
+      if (/^[a-z]+:/.test(target)) continue; // https:, mailto:
+      const file = new URL(target, `file:///${doc}`).pathname.slice(1);
+      assert.ok(files.includes(file), `${doc} links to ${target}, which is not in the package`);
+    }
+  }
 });
 
 Deno.test("the ./cli export runs the command only as the main module", async () => {

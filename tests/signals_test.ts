@@ -5,8 +5,8 @@
 
 import assert from "node:assert/strict";
 import { exchange, HandshakeRejectedError } from "../client/client.ts";
-import { decoder, encoder, openAuthenticated, readToEnd, SECRET } from "./_helpers.ts";
-import { REPEATED_SIGNAL_MS, ShutdownSignals } from "../cli/serve.ts";
+import { decoder, encoder, openAuthenticated, readToEnd, SECRET, startServer } from "./_helpers.ts";
+import { REPEATED_SIGNAL_MS, ShutdownSignals } from "../cli/signals.ts";
 import { freshEnv, ROOT, ServerProcess, startServeTask } from "./_process.ts";
 
 Deno.test("Ctrl-C to a `deno task serve` process group drains the session in flight, exit 0", async () => {
@@ -34,6 +34,38 @@ Deno.test("Ctrl-C to a `deno task serve` process group drains the session in fli
   } finally {
     held?.conn.close();
     await server.stop();
+  }
+});
+
+Deno.test("Ctrl-C to a `deno task connect --listen` process group closes the tunnel, exit 0", async () => {
+  await using started = await startServer();
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const tunnel = ServerProcess.start(
+    "setsid",
+    [
+      Deno.execPath(),
+      "task",
+      "connect",
+      "--listen",
+      "127.0.0.1:0",
+      "--port",
+      String(started.port),
+    ],
+    { env: fresh.env, cwd: ROOT },
+  );
+  try {
+    const local = await Deno.connect({ hostname: "127.0.0.1", port: await tunnel.port() });
+    await local.write(encoder.encode("through"));
+    await local.closeWrite();
+    assert.equal(decoder.decode(await readToEnd(local)), "THROUGH");
+    local.close();
+    Deno.kill(-tunnel.pid, "SIGINT"); // the whole group, as the terminal does
+    const status = await tunnel.exited();
+    assert.equal(status.code, 0, tunnel.lines.join("\n"));
+    assert.ok(tunnel.lines.some((line) => / shutting-down signal=SIGINT/.test(line)));
+    assert.ok(!tunnel.lines.some((line) => / forced-exit /.test(line)), tunnel.lines.join("\n"));
+  } finally {
+    await tunnel.stop();
   }
 });
 
@@ -76,7 +108,8 @@ Deno.test("ShutdownSignals: a copy of the first signal is one request; a later o
   );
   const other = new ShutdownSignals();
   assert.equal(other.receive("SIGTERM", 0), "shut-down");
-  assert.equal(other.receive("SIGINT", 1), "force", "another signal is never a copy");
+  assert.equal(other.receive("SIGTERM", 5), "repeat", "kill -TERM to the group reaches it twice");
+  assert.equal(other.receive("SIGINT", 6), "force", "another signal is never a copy");
 });
 
 for (const workers of [1, 2]) {
