@@ -55,7 +55,7 @@ export {
 } from "./server/service.ts";
 export type { HelloRejectionReason } from "./protocol/v2.ts";
 export { upperCaseEcho } from "./server/upper_case_echo.ts";
-export { type MetricsOptions, serveMetrics } from "./server/metrics.ts";
+export { type MetricsOptions, type MetricsServer, serveMetrics } from "./server/metrics.ts";
 export {
   Client,
   connect,

@@ -19,7 +19,7 @@ import {
   type ServerConfig,
 } from "../server/config.ts";
 import { describeTarget } from "../server/forward.ts";
-import { serveMetrics } from "../server/metrics.ts";
+import { type MetricsServer, serveMetrics } from "../server/metrics.ts";
 import { type RunningServer, serve } from "../server/server.ts";
 import type { ServerStats } from "../server/stats.ts";
 import {
@@ -280,7 +280,7 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
     return EXIT_FAILURE;
   }
   let draining = false;
-  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let metrics: MetricsServer | undefined;
   if (command.metrics) {
     const stats = async () => {
       const snapshot = await server.stats();
@@ -429,27 +429,48 @@ async function loadSecrets(
 const RESERVED_DESCRIPTORS = 64;
 
 /**
+ * When the free descriptors cannot be counted: the soft limit most machines give a process, and
+ * so the largest cap that is safe without knowing more.
+ */
+const COMMON_OPEN_FILE_LIMIT = 1024;
+
+/**
  * `maxConnections`, lowered below the descriptors this process can still open: running out of
- * descriptors is worse than refusing, because it also stops the metrics endpoint.
+ * descriptors is worse than refusing, because it also stops the metrics endpoint. A forwarded
+ * session holds two: the client's connection and the target's.
  */
 function clampToOpenFiles(settings: ServeSettings, logger: Logger): { maxConnections?: number } {
   const wanted = resolveSettings(settings).maxConnections;
-  const free = freeDescriptors(wanted + RESERVED_DESCRIPTORS);
+  const perConnection = settings.forward === undefined ? 1 : 2;
+  const free = freeDescriptors(wanted * perConnection + RESERVED_DESCRIPTORS);
   if (free === undefined) {
-    logger.log("warn", "open-file-limit-unknown", {
-      maxConnections: wanted,
-      note: "could not count free file descriptors; keep --max-connections below ulimit -n",
+    const safe = Math.floor((COMMON_OPEN_FILE_LIMIT - RESERVED_DESCRIPTORS) / perConnection);
+    if (settings.maxConnections !== undefined || wanted <= safe) {
+      logger.log("warn", "open-file-limit-unknown", {
+        maxConnections: wanted,
+        note: "could not count free file descriptors; keep --max-connections below ulimit -n" +
+          (perConnection === 2 ? ", at two per forwarded session" : ""),
+      });
+      return {};
+    }
+    logger.log("warn", "max-connections-lowered", {
+      from: wanted,
+      to: safe,
+      reason: `could not count free file descriptors, so the common limit of ` +
+        `${COMMON_OPEN_FILE_LIMIT} is assumed; set --max-connections to serve more`,
     });
-    return {};
+    return { maxConnections: safe };
   }
-  if (wanted <= free - RESERVED_DESCRIPTORS) return {};
-  const clamped = Math.max(1, free - RESERVED_DESCRIPTORS);
+  const fits = Math.max(1, Math.floor((free - RESERVED_DESCRIPTORS) / perConnection));
+  if (wanted <= fits) return {};
   logger.log("warn", "max-connections-lowered", {
     from: wanted,
-    to: clamped,
-    reason: `only ${free} more files can be open (ulimit -n); raise the limit to serve more`,
+    to: fits,
+    reason: `only ${free} more files can be open (ulimit -n)` +
+      (perConnection === 2 ? ", two per forwarded session" : "") +
+      "; raise the limit to serve more",
   });
-  return { maxConnections: clamped };
+  return { maxConnections: fits };
 }
 
 /**
@@ -478,8 +499,8 @@ function startMetrics(
   draining: () => boolean,
   logger: Logger,
   format?: LogFormat,
-): Deno.HttpServer<Deno.NetAddr> | undefined {
-  let metrics: Deno.HttpServer<Deno.NetAddr>;
+): MetricsServer | undefined {
+  let metrics: MetricsServer;
   try {
     metrics = serveMetrics({
       ...where,
@@ -489,6 +510,8 @@ function startMetrics(
         logger.log("error", "metrics-failed", {
           error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
         }),
+      onRestart: () =>
+        logger.log("notice", "metrics-restarted", { address: formatAddr(metrics.addr) }),
     });
   } catch (error) {
     printError(

@@ -18,15 +18,34 @@ export interface MetricsOptions {
   /** True once the server is shutting down: `/healthz` then answers 503. */
   draining: () => boolean;
   /**
-   * Told when the endpoint fails: a request's handler throws, or the HTTP server itself stops
-   * (out of descriptors, say). Such a failure never ends the process. Default: ignored.
+   * Told when the endpoint fails: a request's handler throws, the HTTP server itself stops (out
+   * of descriptors, say), or listening again fails. Such a failure never ends the process.
+   * Default: ignored.
    */
   onError?: (error: unknown) => void;
+  /** Told when the endpoint listens again after its HTTP server stopped. Default: ignored. */
+  onRestart?: () => void;
 }
+
+/** The running endpoint that {@linkcode serveMetrics} returns. */
+export interface MetricsServer extends AsyncDisposable {
+  /** Where it listens; the same address after a restart. */
+  readonly addr: Deno.NetAddr;
+  /** Stops listening (and any restart still to come) and waits for requests in flight. */
+  shutdown(): Promise<void>;
+}
+
+/** While listening again fails, the wait before the next try: from the first, doubling, to the last. */
+const RETRY_FIRST_MS = 100;
+const RETRY_LAST_MS = 5_000;
 
 /**
  * Serves `/metrics` (Prometheus text format 0.0.4) and `/healthz` (200 `ok` while serving,
  * 503 `draining` during shutdown, so a balancer stops sending before connections are closed).
+ *
+ * Deno's HTTP server stops accepting for good after one "too many open files"; the endpoint
+ * then listens again on the same port, at once, or while that fails every 100 ms doubling to 5 s:
+ * a balancer's health check must not fail for longer than the descriptor shortage itself.
  *
  * @example
  * ```ts
@@ -34,23 +53,14 @@ export interface MetricsOptions {
  * import { serveMetrics } from "./metrics.ts";
  * import { serve } from "./server.ts";
  * await using server = await serve({ secret: new TextEncoder().encode("a secret"), port: 0 });
- * const http = serveMetrics({ port: 0, stats: () => server.stats(), draining: () => false });
+ * await using http = serveMetrics({ port: 0, stats: () => server.stats(), draining: () => false });
  * const response = await fetch(`http://127.0.0.1:${http.addr.port}/healthz`);
- * assert.ok((await response.text()) === "ok\n");
- * await http.shutdown();
+ * assert.equal(await response.text(), "ok\n");
  * ```
  */
-export function serveMetrics(options: MetricsOptions): Deno.HttpServer<Deno.NetAddr> {
+export function serveMetrics(options: MetricsOptions): MetricsServer {
   const onError = options.onError ?? (() => {});
-  const http = Deno.serve({
-    hostname: options.hostname ?? "127.0.0.1",
-    port: options.port,
-    onListen: () => {}, // the caller logs where it listens, in its own format
-    onError: (error) => {
-      onError(error);
-      return new Response("internal error\n", { status: 500 });
-    },
-  }, async (request) => {
+  const handler = async (request: Request): Promise<Response> => {
     const { pathname } = new URL(request.url);
     if (request.method !== "GET" && request.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405 });
@@ -66,10 +76,49 @@ export function serveMetrics(options: MetricsOptions): Deno.HttpServer<Deno.NetA
       });
     }
     return new Response("not found: try /metrics or /healthz\n", { status: 404 });
-  });
+  };
+  const listen = (port: number) =>
+    Deno.serve({
+      hostname: options.hostname ?? "127.0.0.1",
+      port,
+      onListen: () => {}, // the caller logs where it listens, in its own format
+      onError: (error) => {
+        onError(error);
+        return new Response("internal error\n", { status: 500 });
+      },
+    }, handler);
+
+  let http = listen(options.port);
+  const addr = http.addr;
+  let stopped = false;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  const listenAgain = (waitMs: number) => {
+    retry = setTimeout(() => {
+      retry = undefined;
+      if (stopped) return;
+      try {
+        http = listen(addr.port);
+      } catch (error) {
+        onError(error);
+        return listenAgain(Math.min(RETRY_LAST_MS, Math.max(RETRY_FIRST_MS, 2 * waitMs)));
+      }
+      watch(http);
+      options.onRestart?.();
+    }, waitMs);
+  };
   // Unhandled, a failure of the HTTP server's own accept loop (EMFILE) would end the process.
-  http.finished.catch(onError);
-  return http;
+  const watch = (server: Deno.HttpServer<Deno.NetAddr>) =>
+    server.finished.catch((error) => {
+      onError(error);
+      if (!stopped) listenAgain(0);
+    });
+  watch(http);
+  const shutdown = async () => {
+    stopped = true;
+    clearTimeout(retry);
+    await http.shutdown().catch(() => {}); // one that stopped on its own is shut already
+  };
+  return { addr, shutdown, [Symbol.asyncDispose]: shutdown };
 }
 
 /** The counters in Prometheus text exposition format. */

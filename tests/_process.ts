@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import denoConfig from "../deno.json" with { type: "json" };
-import { withTimeout } from "./_helpers.ts";
+import { readToEnd, withTimeout } from "./_helpers.ts";
 
 /** The project's root, where deno.json and main.ts are. */
 export const ROOT = new URL("../", import.meta.url).pathname;
@@ -144,5 +144,25 @@ export class ServerProcess {
     await this.#drained;
     await this.#child.stdout.cancel();
     return status;
+  }
+}
+
+/**
+ * `GET path` over a new TCP connection, as a balancer's health check makes it: fetch() would reuse
+ * a pooled connection and so hide a listener that has stopped accepting.
+ */
+export async function httpGet(
+  address: string,
+  path: string,
+): Promise<{ status: number; body: string }> {
+  const [hostname, port] = address.split(":");
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    await conn.write(new TextEncoder().encode(`GET ${path} HTTP/1.0\r\nHost: ${address}\r\n\r\n`));
+    const response = new TextDecoder().decode(await readToEnd(conn));
+    const [head, body] = response.split("\r\n\r\n", 2);
+    return { status: Number(head.match(/^HTTP\/1\.[01] (\d{3}) /)![1]), body };
+  } finally {
+    conn.close();
   }
 }

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { writeAll } from "../_io.ts";
-import { connect, exchange, HandshakeRejectedError } from "../client/client.ts";
+import { type Client, connect, exchange, HandshakeRejectedError } from "../client/client.ts";
 import { authenticateClient } from "../protocol/handshake.ts";
 import { SecretKeys } from "../protocol/keys.ts";
 import { computeAnswer } from "../protocol/v1.ts";
@@ -20,7 +20,8 @@ import {
   startWorkers,
   withTimeout,
 } from "./_helpers.ts";
-import { freshEnv, ROOT, ServerProcess, startServeTask, taskArgs } from "./_process.ts";
+import { startTarget } from "./_forward.ts";
+import { freshEnv, httpGet, ROOT, ServerProcess, startServeTask, taskArgs } from "./_process.ts";
 
 const WRONG = encoder.encode("not the secret");
 
@@ -410,7 +411,7 @@ Deno.test("authenticateClient() over random input never throws and never reads p
   }
 });
 
-Deno.test("accept errors (out of file descriptors) do not end the server", async () => {
+Deno.test("accept errors (out of file descriptors) end neither the server nor its /healthz", async () => {
   // A library server with no connection cap, in a process allowed 256 descriptors.
   const fixture = new URL("./fixtures/uncapped_server.ts", import.meta.url).pathname;
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
@@ -422,12 +423,23 @@ Deno.test("accept errors (out of file descriptors) do not end the server", async
   const flood: Deno.TcpConn[] = [];
   try {
     const port = await server.port();
+    const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
     for (let i = 0; i < 400; i++) flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
     await server.waitForLine(/ accept-failed .*Too many open files/);
+    // The health check, now: Deno's HTTP server cannot accept it, and stops listening for good.
+    await httpGet(metrics, "/healthz").catch(() => {});
+    await server.waitForLine(/ metrics-failed .*Too many open files/);
     for (const conn of flood.splice(0)) conn.close();
-    // Descriptors freed: the same process serves again.
+    // Descriptors freed: the same process serves again, and its endpoint listens again.
     const reply = await exchange({ secret: SECRET, port, message: encoder.encode("survived") });
     assert.equal(decoder.decode(reply), "SURVIVED");
+    await server.waitForLine(/ metrics-restarted$/);
+    assert.deepEqual(await httpGet(metrics, "/healthz"), { status: 200, body: "ok\n" });
+    const { body } = await httpGet(metrics, "/metrics");
+    const failures = Number(
+      body.match(/^hmac_echo_accept_failures_total\{reason="EMFILE"\} (\d+)$/m)?.[1],
+    );
+    assert.ok(failures >= 1, `accept failures are counted:\n${body}`);
   } finally {
     for (const conn of flood) conn.close();
     const status = await server.stop("SIGTERM");
@@ -462,9 +474,8 @@ Deno.test("under ulimit -n 1024 a flood of connections cannot take the server or
     }));
     assert.equal(firstBytes.filter((n) => n === 1).length, cap, "the cap, not the kernel, says no");
     // The balancer's health check still gets its answer, and the metrics count the refusals.
-    const health = await fetch(`http://${metrics}/healthz`);
-    assert.equal(`${health.status} ${await health.text()}`, "200 ok\n");
-    const text = await (await fetch(`http://${metrics}/metrics`)).text();
+    assert.deepEqual(await httpGet(metrics, "/healthz"), { status: 200, body: "ok\n" });
+    const text = (await httpGet(metrics, "/metrics")).body;
     assert.match(
       text,
       new RegExp(`hmac_echo_refused_total\\{reason="connection-limit"\\} ${1_200 - cap}\n`),
@@ -476,6 +487,87 @@ Deno.test("under ulimit -n 1024 a flood of connections cannot take the server or
     assert.equal(decoder.decode(reply), "AFTER");
   } finally {
     for (const conn of flood) conn.close();
+    assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
+  }
+});
+
+Deno.test("when its free descriptors cannot be counted, serve says so and assumes the common limit", async () => {
+  // Read access that does not reach Deno's executable (as a compiled binary may be built): the
+  // count cannot be made. Then the default cap must not be 10 000.
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const args = taskArgs("serve").map((arg) =>
+    arg === "--allow-read" ? `--allow-read=${fresh.home}` : arg
+  );
+  assert.ok(args.includes(`--allow-read=${fresh.home}`), "the task's read permission was narrowed");
+  for (
+    const [flags, expected] of [
+      [
+        [],
+        / max-connections-lowered from=10000 to=960 reason="could not count free file descriptors/,
+      ],
+      [["--forward", "127.0.0.1:9"], / max-connections-lowered from=10000 to=480 /],
+      [["--max-connections", "2000"], / open-file-limit-unknown maxConnections=2000 /],
+    ] as const
+  ) {
+    const server = ServerProcess.start(Deno.execPath(), [...args, "--port", "0", ...flags], {
+      env: fresh.env,
+      cwd: ROOT,
+    });
+    try {
+      await server.port();
+      assert.ok(server.lines.some((line) => expected.test(line)), server.lines.join("\n"));
+    } finally {
+      assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
+    }
+  }
+});
+
+Deno.test("with --forward under ulimit -n 256, the cap counts two descriptors a session", async () => {
+  // A forwarded session holds the client's connection and the target's: a cap that counted one
+  // would let the sessions take every descriptor, and the health check with them.
+  await using target = startTarget(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    for (let n; (n = await conn.read(buffer)) !== null;) {
+      await writeAll(conn, buffer.subarray(0, n));
+    }
+  });
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  const forward = `127.0.0.1:${(target.listener.addr as Deno.NetAddr).port}`;
+  const server = startServeTask(
+    ["--port", "0", "--quiet", "--metrics-port", "0", "--max-connections-per-address", "0"]
+      .concat(["--forward", forward]),
+    fresh.env,
+    { openFiles: 256 },
+  );
+  const sessions: Client[] = [];
+  try {
+    const lowered = await server.waitForLine(/ max-connections-lowered /);
+    const cap = Number(lowered.match(/ to=(\d+)/)![1]);
+    const free = Number(lowered.match(/only (\d+) more files/)![1]);
+    assert.equal(cap, Math.floor((free - 64) / 2), lowered);
+    const port = await server.port();
+    const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    // More sessions than the cap, at once; each that opens goes through to the target and back.
+    const attempts = await Promise.allSettled(
+      Array.from({ length: cap + 40 }, async () => {
+        const client = await connect({ secret: SECRET, port });
+        sessions.push(client);
+        await writeAll(client, encoder.encode("x"));
+        assert.equal(await client.read(new Uint8Array(1)), 1);
+      }),
+    );
+    assert.equal(attempts.filter((a) => a.status === "fulfilled").length, cap);
+    assert.deepEqual(await httpGet(metrics, "/healthz"), { status: 200, body: "ok\n" });
+    for (const client of sessions.splice(0)) client.close();
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("after") });
+    assert.equal(
+      decoder.decode(reply),
+      "after",
+      "forwarded to the echoing target, not upper-cased",
+    );
+    assert.ok(!server.lines.some((line) => / (metrics-failed|accept-failed) /.test(line)));
+  } finally {
+    for (const client of sessions) client.close();
     assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
   }
 });
