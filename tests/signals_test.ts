@@ -5,9 +5,18 @@
 
 import assert from "node:assert/strict";
 import { exchange, HandshakeRejectedError } from "../client/client.ts";
-import { decoder, encoder, openAuthenticated, readToEnd, SECRET, startServer } from "./_helpers.ts";
+import {
+  decoder,
+  encoder,
+  openAuthenticated,
+  readExactly,
+  readToEnd,
+  SECRET,
+  startServer,
+  withTimeout,
+} from "./_helpers.ts";
 import { REPEATED_SIGNAL_MS, ShutdownSignals } from "../cli/signals.ts";
-import { freshEnv, ROOT, ServerProcess, startServeTask } from "./_process.ts";
+import { freshEnv, httpGet, ROOT, ServerProcess, startServeTask } from "./_process.ts";
 
 Deno.test("Ctrl-C to a `deno task serve` process group drains the session in flight, exit 0", async () => {
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
@@ -92,6 +101,66 @@ Deno.test("SIGTERM with --drain-delay: /healthz says 503 while new clients are s
       server.lines.some((line) => / forced-exit reason="SIGINT during shutdown"/.test(line)),
     );
   } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("SIGTERM with --drain-delay and --grace-period: serve on, stop accepting, close the held session, exit 0", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
+  // 2 s, not 1: the late client and the health check must fit inside the delay on a busy machine.
+  const server = startServeTask(
+    ["--port", "0", "--metrics-port", "0", "--drain-delay", "2", "--grace-period", "1"],
+    fresh.env,
+  );
+  let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
+  try {
+    const port = await server.port();
+    const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    held = await openAuthenticated(port);
+    const heldId =
+      (await server.waitForLine(new RegExp(` authenticated id=\\d+ remote=${held.remote} `)))
+        .match(/ id=(\d+) /)![1];
+
+    server.kill("SIGTERM");
+    await server.waitForLine(/ draining drainDelayMs=2000$/);
+    assert.deepEqual(await httpGet(metrics, "/healthz"), { status: 503, body: "draining\n" });
+    const reply = await exchange({ secret: SECRET, port, message: encoder.encode("late") });
+    assert.equal(decoder.decode(reply), "LATE", "a client sent during the delay is served");
+    await held.conn.write(encoder.encode("still here"));
+    assert.equal(decoder.decode(await readExactly(held.conn, 10)), "STILL HERE");
+
+    // After the delay the listener closes; the held session alone is left to finish.
+    await server.waitForLine(/ draining sessions=1 gracePeriodMs=1000$/);
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port }),
+      Deno.errors.ConnectionRefused,
+    );
+    // It never finishes, so the grace period ends it: the server closes it, not the client.
+    await server.waitForLine(/ grace-period-over closing=1$/);
+    const rest = await withTimeout(readToEnd(held.conn), "the held session to be closed");
+    assert.equal(rest.length, 0);
+
+    const status = await server.exited();
+    assert.equal(status.code, 0, server.lines.join("\n"));
+    const events = [
+      / shutting-down signal=SIGTERM /,
+      / draining drainDelayMs=2000$/,
+      new RegExp(` authenticated id=(?!${heldId} )\\d+ `), // the late client
+      / draining sessions=1 gracePeriodMs=1000$/,
+      / grace-period-over closing=1$/,
+      new RegExp(` closed id=${heldId} `),
+      / stopped /,
+    ];
+    const seen = events.map((pattern) => server.lines.findIndex((line) => pattern.test(line)));
+    for (let i = 1; i < events.length; i++) {
+      assert.ok(
+        seen[i - 1] >= 0 && seen[i - 1] < seen[i],
+        `${events[i - 1]} before ${events[i]}:\n${server.lines.join("\n")}`,
+      );
+    }
+    assert.ok(!server.lines.some((line) => / forced-exit /.test(line)), server.lines.join("\n"));
+  } finally {
+    held?.conn.close();
     await server.stop();
   }
 });
