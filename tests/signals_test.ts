@@ -229,3 +229,68 @@ for (const workers of [1, 2]) {
     }
   });
 }
+
+Deno.test("SIGHUP reloads --previous-secret-file; a bad one keeps the previous secret in use", async () => {
+  await using fresh = await freshEnv();
+  const secretFile = `${fresh.home}/secret`;
+  const previousFile = `${fresh.home}/secret.previous`;
+  const current = "the current secret, 32 bytes long";
+  const oldPrevious = "the previous secret at the start!";
+  const newPrevious = "the previous secret after SIGHUP!";
+  await Deno.writeTextFile(secretFile, current, { mode: 0o600 });
+  await Deno.writeTextFile(previousFile, oldPrevious, { mode: 0o600 });
+  const server = startServeTask(
+    [
+      "--port",
+      "0",
+      "--metrics-port",
+      "0",
+      "--secret-file",
+      secretFile,
+      "--previous-secret-file",
+      previousFile,
+    ],
+    fresh.env,
+  );
+  const say = (secret: string, text: string) =>
+    exchange({ secret: encoder.encode(secret), port, message: encoder.encode(text) })
+      .then((reply) => decoder.decode(reply));
+  let port = 0;
+  try {
+    port = await server.port();
+    const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    const scrape = async () => await (await fetch(`http://${metrics}/metrics`)).text();
+    assert.equal(await say(oldPrevious, "before"), "BEFORE");
+
+    await Deno.writeTextFile(previousFile, newPrevious);
+    server.kill("SIGHUP");
+    await server.waitForLine(
+      new RegExp(` secrets-reloaded secret="file \\S+" previous="file ${previousFile}"`),
+    );
+    assert.equal(await say(newPrevious, "after"), "AFTER");
+    assert.match(await scrape(), /^hmac_echo_authenticated_previous_secret_total 2$/m);
+    await assert.rejects(say(oldPrevious, "gone"), HandshakeRejectedError);
+
+    // Each bad file is refused with its reason, and the previous secret in use stays.
+    const bad = [
+      { why: /is empty/, write: () => Deno.writeTextFile(previousFile, "") },
+      { why: /is 5 bytes: at least 16/, write: () => Deno.writeTextFile(previousFile, "short") },
+      { why: /does not exist/, write: () => Deno.remove(previousFile) },
+    ];
+    for (const { why, write } of bad) {
+      await write();
+      server.kill("SIGHUP");
+      const failed = await server.waitForLine(new RegExp(` reload-failed .*${why.source}`));
+      assert.match(failed, /note="the secrets in use are unchanged"/);
+      assert.equal(await say(newPrevious, "kept"), "KEPT");
+    }
+    assert.equal(await say(current, "current"), "CURRENT");
+
+    const text = await scrape();
+    assert.match(text, /^hmac_echo_secret_reloads_total 1$/m);
+    assert.match(text, /^hmac_echo_secret_reload_failures_total 3$/m);
+    assert.match(text, /^hmac_echo_authenticated_previous_secret_total 5$/m);
+  } finally {
+    assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
+  }
+});
