@@ -294,3 +294,65 @@ Deno.test("SIGHUP reloads --previous-secret-file; a bad one keeps the previous s
     assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
   }
 });
+
+Deno.test("SIGHUP alone begins and ends a rotation when the previous file starts as a copy of the secret", async () => {
+  await using fresh = await freshEnv();
+  const secretFile = `${fresh.home}/secret`;
+  const previousFile = `${fresh.home}/secret.previous`;
+  const first = "the first secret, before rotating";
+  const second = "the second secret, after rotating";
+  // docs/DEPLOY.md's way to rotate by reloads: the flag is always there, and between rotations
+  // its file holds the secret itself, which accepts no one the secret does not.
+  for (const file of [secretFile, previousFile]) {
+    await Deno.writeTextFile(file, first, { mode: 0o600 });
+  }
+  const server = startServeTask(
+    [
+      "--port",
+      "0",
+      "--metrics-port",
+      "0",
+      "--secret-file",
+      secretFile,
+      "--previous-secret-file",
+      previousFile,
+    ],
+    fresh.env,
+  );
+  const say = (secret: string, text: string) =>
+    exchange({ secret: encoder.encode(secret), port, message: encoder.encode(text) })
+      .then((reply) => decoder.decode(reply));
+  const reload = async () => {
+    const after = server.lines.length;
+    server.kill("SIGHUP");
+    await server.waitForLine(/ secrets-reloaded /, { after });
+  };
+  let port = 0;
+  try {
+    port = await server.port();
+    const metrics = (await server.waitForLine(/ metrics address=/)).match(/address=(\S+)/)![1];
+    const usedPrevious = async () =>
+      Number(
+        (await (await fetch(`http://${metrics}/metrics`)).text())
+          .match(/^hmac_echo_authenticated_previous_secret_total (\d+)$/m)![1],
+      );
+    assert.equal(await say(first, "idle"), "IDLE");
+    assert.equal(await usedPrevious(), 0, "a previous file equal to the secret is never used");
+
+    // Begin: the secret becomes the previous one (already so), the new one the secret.
+    await Deno.writeTextFile(secretFile, second);
+    await reload();
+    assert.equal(await say(second, "new"), "NEW");
+    assert.equal(await say(first, "old"), "OLD");
+    assert.equal(await usedPrevious(), 1);
+
+    // End: the previous file becomes a copy of the secret again.
+    await Deno.writeTextFile(previousFile, second);
+    await reload();
+    await assert.rejects(say(first, "late"), HandshakeRejectedError);
+    assert.equal(await say(second, "done"), "DONE");
+    assert.equal(await usedPrevious(), 1);
+  } finally {
+    assert.equal((await server.stop()).code, 0, server.lines.join("\n"));
+  }
+});
