@@ -96,9 +96,12 @@ export class ServerProcess {
     }
   }
 
-  /** The first stderr line matching `pattern`, past or future. */
-  waitForLine(pattern: RegExp): Promise<string> {
-    const seen = this.lines.find((line) => pattern.test(line));
+  /**
+   * The first stderr line matching `pattern`, past or future; with `after` (`lines.length` taken
+   * before the action), only a line from that action on: a second reload logs the same line.
+   */
+  waitForLine(pattern: RegExp, options: { after?: number } = {}): Promise<string> {
+    const seen = this.lines.slice(options.after ?? 0).find((line) => pattern.test(line));
     if (seen) return Promise.resolve(seen);
     const exited = this.#child.status.then((status) => {
       throw new Error(
