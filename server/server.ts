@@ -333,8 +333,9 @@ export class Server implements RunningServer {
   /**
    * The policy for one session: with the throttle on, a wrong answer counts the moment it is
    * checked, and no verdict reaches an address in a cool-down (docs/PROTOCOL.md §3). Guesses sent
-   * on hundreds of connections at once are checked at once, but at most the threshold of wrong
-   * ones is ever revealed per cool-down; honest clients are never made to wait.
+   * on hundreds of connections at once are checked at once, but at most the threshold less one
+   * wrong ones are revealed per cool-down cycle: the wrong answer that reaches the threshold starts
+   * the cool-down here, before its own verdict is decided. Honest clients are never made to wait.
    */
   #policyFor(session: Session): AuthenticationPolicy {
     if (!this.#limits.throttling) return this.#policy;

@@ -6,8 +6,11 @@ import { type Client, connect, exchange, HandshakeRejectedError } from "../clien
 import { authenticateClient } from "../protocol/handshake.ts";
 import { SecretKeys } from "../protocol/keys.ts";
 import { computeAnswer } from "../protocol/v1.ts";
+import type { RunningServer } from "../server/server.ts";
+import type { ServerStats } from "../server/stats.ts";
 import {
   answerWith,
+  concat,
   decoder,
   encoder,
   holdFrom,
@@ -182,15 +185,11 @@ Deno.test("guesses sent in parallel from one address: no more verdicts than one 
   await Promise.all([...v1Guesses, ...v2Guesses]);
   await logger.waitForCount(["closed", "refused"], 120);
   const stats = await server.stats();
-  // Told "wrong": fewer than the threshold per address, however many arrived at once.
-  assert.ok(
-    (stats.rejected["wrong-digest"] ?? 0) <= maxFailures,
-    `v1 guesses checked: ${stats.rejected["wrong-digest"]}`,
-  );
-  assert.ok(
-    (stats.rejected["wrong-proof"] ?? 0) <= maxFailures,
-    `v2 guesses checked: ${stats.rejected["wrong-proof"]}`,
-  );
+  // Told "wrong": maxFailures − 1 per address, however many arrived at once. Exactly that many:
+  // one thread checks them one at a time, the first maxFailures − 1 are told, and the one that
+  // reaches the threshold begins the cool-down before its own verdict is decided.
+  assert.equal(stats.rejected["wrong-digest"], maxFailures - 1, "v1 wrong verdicts revealed");
+  assert.equal(stats.rejected["wrong-proof"], maxFailures - 1, "v2 wrong verdicts revealed");
   // Every other guess was turned away at accept, or its verdict withheld.
   const unchecked = (stats.rejected.throttled ?? 0) + (stats.refused.throttled ?? 0);
   const checked = (stats.rejected["wrong-digest"] ?? 0) + (stats.rejected["wrong-proof"] ?? 0);
@@ -225,6 +224,162 @@ Deno.test("with workers: 2 guesses sent in parallel learn no more verdicts than 
   stats = await server.stats();
   assert.equal(stats.authenticated, 1);
   assert.equal(stats.rejected["wrong-digest"] ?? 0, checked, "no more verdicts were revealed");
+});
+
+/** One address's wrong guesses as the server counted them. */
+interface Verdicts {
+  /** Told "wrong": `wrong-digest` (v1) and `wrong-proof` (v2). */
+  revealed: number;
+  /** Checked, but closed as `throttled` without a verdict. */
+  withheld: number;
+  /** Turned away at accept, unchecked. */
+  refused: number;
+}
+
+function verdictsIn(stats: ServerStats): Verdicts {
+  return {
+    revealed: (stats.rejected["wrong-digest"] ?? 0) + (stats.rejected["wrong-proof"] ?? 0),
+    withheld: stats.rejected.throttled ?? 0,
+    refused: stats.refused.throttled ?? 0,
+  };
+}
+
+function total(verdicts: Verdicts): number {
+  return verdicts.revealed + verdicts.withheld + verdicts.refused;
+}
+
+/** A wrong guess from 127.0.0.1, v1 for even `i` and v2 for odd; resolves once the client is done. */
+function wrongGuess(i: number, port: number): Promise<unknown> {
+  if (i % 2 === 0) return sessionFrom("127.0.0.1", port, answerWith(WRONG));
+  return connect({ secret: WRONG, port, protocol: 2 }).then(
+    (client) => {
+      client.close();
+      throw new Error("a wrong secret was accepted");
+    },
+    (error: Error) => error,
+  );
+}
+
+/**
+ * Honest v1 sessions from `address`, one after another, until one is served: the event that says
+ * its cool-down is over (the throttle keeps no timer to wait on). Each turned-away try is a refusal
+ * at accept, which counts towards nothing.
+ */
+async function servedAgain(address: string, port: number): Promise<void> {
+  const keys = await SecretKeys.import(SECRET);
+  const answer = (challenge: Uint8Array) =>
+    Promise.resolve(concat([computeAnswer(keys, challenge), encoder.encode("ping")]));
+  const deadline = performance.now() + 20_000;
+  while (performance.now() < deadline) {
+    const reply = await sessionFrom(address, port, answer);
+    if (reply.length === 0) continue; // refused at accept: still cooling down
+    assert.equal(decoder.decode(reply.subarray(32)), "PING", "an honest try was served");
+    return;
+  }
+  throw new Error(`${address} was still turned away after 20 s`);
+}
+
+/**
+ * Waves of `size` wrong guesses sent at once from 127.0.0.1 (v1 and v2 mixed), one wave per
+ * cool-down cycle: each wave is sent once the last cool-down is over, and begins the next one. Each
+ * cycle is a step named with its numbers, in which `check` holds its verdicts to the bound.
+ * `settled(n)` resolves once the server has finished with `n` rejected or refused connections in
+ * all.
+ */
+async function guessInWaves(
+  t: Deno.TestContext,
+  server: RunningServer,
+  port: number,
+  options: {
+    waves: number;
+    size: number;
+    cooldownMs: number;
+    settled: (connections: number) => Promise<void>;
+    check: (cycle: Verdicts) => void;
+  },
+): Promise<void> {
+  for (let wave = 1; wave <= options.waves; wave++) {
+    const before = verdictsIn(await server.stats());
+    const sentAt = performance.now();
+    await Promise.all(Array.from({ length: options.size }, (_, i) => wrongGuess(i, port)));
+    await options.settled(total(before) + options.size);
+    const stats = await server.stats();
+    const after = verdictsIn(stats);
+    const cycle = {
+      revealed: after.revealed - before.revealed,
+      withheld: after.withheld - before.withheld,
+      refused: after.refused - before.refused,
+    };
+    // Each cool-down doubles the last (server/throttle.ts) and cannot end early. The last one is
+    // not waited out.
+    const cooldownMs = options.cooldownMs * 2 ** (wave - 1);
+    const last = wave === options.waves;
+    if (!last) await servedAgain("127.0.0.1", port);
+    const waited = performance.now() - sentAt;
+    const name = `cycle ${wave}: ${cycle.revealed} of ${options.size} told "wrong", ` +
+      `${cycle.withheld} withheld, ${cycle.refused} refused; a ${cooldownMs} ms cool-down` +
+      (last ? "" : `, served again ${Math.round(waited)} ms after the wave`);
+    const held = await t.step(name, () => {
+      assert.equal(total(cycle), options.size, "every guess accounted for");
+      assert.equal(stats.throttled, wave, "each wave began one cool-down");
+      options.check(cycle);
+      // A millisecond's slack: the pool's threads each read their own clock.
+      if (!last) assert.ok(waited >= cooldownMs - 1, `served again after ${waited} ms`);
+    });
+    if (!held) return;
+  }
+}
+
+Deno.test("waves of parallel guesses: each cool-down cycle reveals maxFailures − 1 verdicts", async (t) => {
+  const maxFailures = 3;
+  const cooldownMs = 300;
+  await using started = await startServer({
+    throttle: { maxFailures, windowMs: 60_000, cooldownMs },
+  });
+  const { server, logger, port } = started;
+  // Four waves of 24 (12 v1, 12 v2): four cycles, three of whose cool-downs (300, 600 and
+  // 1 200 ms) are waited out before the next wave.
+  await guessInWaves(t, server, port, {
+    waves: 4,
+    size: 24,
+    cooldownMs,
+    settled: (connections) => logger.waitForCount(["rejected", "refused"], connections),
+    // One thread checks the answers one at a time: each cycle's first maxFailures − 1 are told
+    // "wrong", its maxFailures-th begins the cool-down unanswered, and every later one is withheld.
+    check: (cycle) => assert.equal(cycle.revealed, maxFailures - 1),
+  });
+  assert.deepEqual(
+    logger.find("throttling").map((entry) => entry.fields.cooldownMs),
+    [300, 600, 1_200, 2_400],
+  );
+});
+
+Deno.test("with workers: 2 waves of parallel guesses reveal under maxFailures verdicts a cycle", async (t) => {
+  const maxFailures = 3;
+  const cooldownMs = 300;
+  await using started = await startWorkers(2, {
+    throttle: { maxFailures, windowMs: 60_000, cooldownMs },
+  });
+  const { server, port } = started;
+  await guessInWaves(t, server, port, {
+    waves: 4,
+    size: 24,
+    cooldownMs,
+    // No logger crosses threads: the pool's stats, asked of each thread in turn, are the event.
+    settled: async (connections) => {
+      const deadline = performance.now() + 20_000;
+      while (total(verdictsIn(await server.stats())) < connections) {
+        if (performance.now() > deadline) throw new Error(`${connections} connections unsettled`);
+      }
+    },
+    // Two threads check at once: a count on one can be overtaken by the other's cool-down before
+    // its verdict is decided (only one count can be pending so), so a cycle may reveal one fewer,
+    // never more.
+    check: (cycle) => {
+      assert.ok(cycle.revealed <= maxFailures - 1, `${cycle.revealed} revealed`);
+      assert.ok(cycle.revealed >= maxFailures - 2, `${cycle.revealed} revealed`);
+    },
+  });
 });
 
 Deno.test("honest configuration mismatches do not count towards the throttle", async () => {
