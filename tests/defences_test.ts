@@ -1,7 +1,7 @@
 /** Each defence against hostile clients, proved with real sockets on loopback. */
 
 import assert from "node:assert/strict";
-import { writeAll } from "../_io.ts";
+import { formatAddr, writeAll } from "../_io.ts";
 import { type Client, connect, exchange, HandshakeRejectedError } from "../client/client.ts";
 import { authenticateClient } from "../protocol/handshake.ts";
 import { SecretKeys } from "../protocol/keys.ts";
@@ -689,7 +689,7 @@ Deno.test("with --forward under ulimit -n 256, the cap counts two descriptors a 
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
   const forward = `127.0.0.1:${(target.listener.addr as Deno.NetAddr).port}`;
   const server = startServeTask(
-    ["--port", "0", "--quiet", "--metrics-port", "0", "--max-connections-per-address", "0"]
+    ["--port", "0", "--metrics-port", "0", "--max-connections-per-address", "0"]
       .concat(["--forward", forward]),
     fresh.env,
     { openFiles: 256 },
@@ -713,7 +713,12 @@ Deno.test("with --forward under ulimit -n 256, the cap counts two descriptors a 
     );
     assert.equal(attempts.filter((a) => a.status === "fulfilled").length, cap);
     assert.deepEqual(await httpGet(metrics, "/healthz"), { status: 200, body: "ok\n" });
-    for (const client of sessions.splice(0)) client.close();
+    // Each session closed, and seen closed by the server: the cap has room again.
+    const closed = sessions.splice(0).map((client) => {
+      client.close();
+      return new RegExp(` closed id=\\d+ remote=${formatAddr(client.localAddr)} `);
+    });
+    for (const line of closed) await server.waitForLine(line);
     const reply = await exchange({ secret: SECRET, port, message: encoder.encode("after") });
     assert.equal(
       decoder.decode(reply),
