@@ -294,7 +294,7 @@ export async function runConnect(
       onRetry: ({ attempt, of, delayMs, error }) =>
         printError(
           `${
-            describeConnectError(error, hostname, port, { hint: false })
+            describeConnectError(error, hostname, port, { requested: command.options, hint: false })
           }; retry ${attempt} of ${of} in ${delayMs} ms`,
         ),
     });
@@ -313,7 +313,7 @@ export async function runConnect(
     }
     return EXIT_OK;
   } catch (error) {
-    printError(describeConnectError(error, hostname, port));
+    printError(describeConnectError(error, hostname, port, { requested: command.options }));
     return EXIT_FAILURE;
   }
 }
@@ -391,16 +391,40 @@ async function sendMessage(client: Parameters<typeof relay>[0], message: string)
   if (last !== 0x0a) await writeOut("\n");
 }
 
+/** What this client asked the server for: the advice after a rejection depends on it. */
+type Requested = Pick<ConnectSettings, "protocol" | "mode" | "forwardSecrecy">;
+
 /**
- * The command line's advice after a library error: what to do next, by error reason. A rejection or a close is not authenticated, so no hint
- * suggests a weaker protocol, digest or mode: anyone on the path could have sent it.
+ * The command line's advice after a library error, by error reason. A rejection or a close is not
+ * authenticated (anyone on the path could have sent it), so the advice never offers a weaker
+ * protocol, digest or mode: it asks for a stronger one, or says where to look.
  */
-const HINTS: Record<string, string> = {
-  "unsupported-digest": ": ask its operator which digests it accepts (serve --digests)",
-  "mode-refused": ": add --integrity or --encrypt",
-  "no-challenge": ". A throttled address is refused for the whole cool-down (30 s at first, " +
-    "doubling), so --retry does not wait it out: fix the cause, then try again later",
-};
+function hintFor(reason: string, requested: Requested): string {
+  const forged = ": this answer was forged, or the server misbehaves; see its log";
+  switch (reason) {
+    case "unsupported-digest":
+      return ": ask its operator which digests it accepts (serve --digests)";
+    case "mode-refused":
+      // Every hmac-echo server accepts encrypt (serve --integrity requires at least integrity).
+      return requested.mode === "encrypt"
+        ? `. Every hmac-echo server accepts --encrypt${forged}`
+        : ": ask for --encrypt";
+    case "forward-secrecy-required":
+      if (requested.mode === "plain") {
+        return ": ask for --encrypt (plain sessions exchange no keys)";
+      }
+      return requested.forwardSecrecy === false
+        ? ": drop --no-forward-secrecy"
+        : `. This client asked for forward secrecy${forged}`;
+    case "unsupported-version":
+      return ": ask its operator which version it runs before changing anything here";
+    case "no-challenge":
+      return ". A throttled address is refused for the whole cool-down (30 s at first, " +
+        "doubling), so --retry does not wait it out: fix the cause, then try again later";
+    default:
+      return "";
+  }
+}
 
 /**
  * Why the connection failed, for people; without `hint` (a line per retry), no advice: that is
@@ -410,12 +434,12 @@ function describeConnectError(
   error: unknown,
   hostname: string,
   port: number,
-  { hint = true } = {},
+  { requested, hint = true }: { requested: Requested; hint?: boolean },
 ): string {
   const where = `${hostname}:${port}`;
   if (error instanceof FrameError) return `Connection to ${where} closed: ${error.message}`;
   if (error instanceof HmacEchoError) {
-    return error.message + (hint ? HINTS[error.reason] ?? "" : "");
+    return error.message + (hint ? hintFor(error.reason, requested) : "");
   }
   if (error instanceof Deno.errors.ConnectionRefused) {
     return `Cannot connect to ${where}: connection refused. Is the server running there?`;

@@ -101,26 +101,29 @@ export class HandshakeRejectedError extends HmacEchoError {
   }
 }
 
+/**
+ * What the server answered, said as its answer: a status byte is not authenticated (anyone on the
+ * path can send one), so no message offers a weaker protocol, digest or mode as the remedy.
+ */
 function rejectionMessage(server: string, reason: RejectionReason): string {
+  const unauthenticated = `(${reason}, an unauthenticated answer)`;
   switch (reason) {
     case "rejected": // v1: the server closed without a word, whatever its reason
       return `Authentication rejected by ${server}: check the secret (a server that requires ` +
         "protocol 2 rejects a protocol 1 answer the same way, and one throttling this address " +
         "after failed handshakes closes without checking)";
     case "wrong-proof":
-      return `Authentication rejected by ${server}: check the secret`;
+      return `Authentication rejected by ${server} ${unauthenticated}: check the secret`;
     case "unsupported-digest":
-      return `${server} does not accept this digest (unsupported-digest)`;
+      return `${server} does not accept this digest ${unauthenticated}`;
     case "mode-refused":
-      return `${server} requires frames this client did not ask for (mode-refused)`;
+      return `${server} refuses the frame mode this client asked for ${unauthenticated}`;
     case "forward-secrecy-required":
-      return `${server} requires forward secrecy, which this client did not ask for ` +
-        "(forward-secrecy-required)";
+      return `${server} requires forward secrecy ${unauthenticated}`;
     case "unsupported-version":
-      return `${server} answered that it does not know this hello version (unsupported-version): ` +
-        "a server older than forward secrecy answers so. The answer is not authenticated";
+      return `${server} does not know this hello version ${unauthenticated}`;
     default:
-      return `${server} rejected the hello (${reason}). The answer is not authenticated`;
+      return `${server} rejected the hello ${unauthenticated}`;
   }
 }
 
@@ -149,8 +152,9 @@ export class ProtocolMismatchError extends HmacEchoError {
   constructor(server: string) {
     super(
       "no-hello-answer",
-      `${server} closed the connection without answering the protocol v2 hello: it is throttling ` +
-        "this address after failed handshakes, or it is an older, v1-only server; see its log",
+      `${server} closed the connection without answering the protocol v2 hello (an ` +
+        "unauthenticated close): it is throttling this address after failed handshakes, or it " +
+        "does not speak protocol 2; see its log",
     );
   }
 }

@@ -100,7 +100,8 @@ Deno.test("connect with the wrong secret exits 1 and says so; no secret reaches 
     assert.equal(result.stdout, "");
     assert.equal(
       result.stderr,
-      `hmac-echo: Authentication rejected by 127.0.0.1:${port}: check the secret\n`,
+      `hmac-echo: Authentication rejected by 127.0.0.1:${port} (wrong-proof, an unauthenticated ` +
+        "answer): check the secret\n",
     );
     await server.waitForLine(/ rejected .*reason=wrong-proof/);
     for (const secret of [serverSecret, clientSecret]) {
@@ -437,7 +438,8 @@ Deno.test("connect --retry never retries a rejection", async () => {
     assert.equal(result.code, 1);
     assert.equal(
       result.stderr,
-      `hmac-echo: Authentication rejected by 127.0.0.1:${port}: check the secret\n`,
+      `hmac-echo: Authentication rejected by 127.0.0.1:${port} (wrong-proof, an unauthenticated ` +
+        "answer): check the secret\n",
     );
     assert.equal((await server.stats()).accepted, 1, "one attempt only");
   } finally {
@@ -469,6 +471,94 @@ Deno.test("serve --previous-secret-file keeps clients of the old secret working"
   }
 });
 
+/**
+ * A fake server for one connection: sends a challenge, reads one whole hello (its length from its
+ * tag, version and digest, PROTOCOL.md §9), then answers `status` and closes, or just closes.
+ */
+function forgedRejection(status: number | "close"): { port: number; done: Promise<void> } {
+  const lengths: Record<string, number> = { sha1: 20, sha256: 32, sha384: 48, sha512: 64 };
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    const conn = await listener.accept();
+    listener.close();
+    try {
+      await conn.write(crypto.getRandomValues(new Uint8Array(32)));
+      let hello = new Uint8Array(0);
+      const buffer = new Uint8Array(256);
+      const expected = () => {
+        const end = hello.indexOf(0x7d); // "}"
+        if (end < 0 || hello.length < end + 2) return Infinity;
+        const digest = decoder.decode(hello.subarray(1, end));
+        return end + 3 + 32 + (hello[end + 1] === 3 ? 32 : 0) + lengths[digest];
+      };
+      while (hello.length < expected()) {
+        const n = await conn.read(buffer);
+        if (n === null) return;
+        hello = new Uint8Array([...hello, ...buffer.subarray(0, n)]);
+      }
+      if (status !== "close") await conn.write(Uint8Array.of(status));
+    } finally {
+      conn.close();
+    }
+  })();
+  return { port: listener.addr.port, done };
+}
+
+Deno.test("a forged rejection never talks connect into a weaker setting, and is called unauthenticated", async (t) => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "forged rejection test secret" });
+  // What each client is told, by what it asked for and what came back (PROTOCOL.md §8, §10).
+  const forged = ": this answer was forged, or the server misbehaves; see its log";
+  const cases: [flags: string[], status: number | "close", told: string][] = [
+    [[], 0x01, " (wrong-proof, an unauthenticated answer): check the secret"],
+    [[], 0x02, " (unsupported-digest, an unauthenticated answer): ask its operator which digests"],
+    [
+      [],
+      0x03,
+      ` (mode-refused, an unauthenticated answer). Every hmac-echo server accepts --encrypt${forged}`,
+    ],
+    [["--integrity"], 0x03, " (mode-refused, an unauthenticated answer): ask for --encrypt"],
+    [["--plain"], 0x03, " (mode-refused, an unauthenticated answer): ask for --encrypt"],
+    [[], 0x05, " (unsupported-version, an unauthenticated answer): ask its operator which version"],
+    [
+      [],
+      0x07,
+      ` (forward-secrecy-required, an unauthenticated answer). This client asked for forward secrecy${forged}`,
+    ],
+    [
+      ["--no-forward-secrecy"],
+      0x07,
+      " (forward-secrecy-required, an unauthenticated answer): drop --no-forward-secrecy",
+    ],
+    [
+      ["--plain"],
+      0x07,
+      " (forward-secrecy-required, an unauthenticated answer): ask for --encrypt",
+    ],
+    [[], 0x09, " rejected the hello (status 9, an unauthenticated answer)"],
+    [[], "close", " (an unauthenticated close): it is throttling this address"],
+  ];
+  for (const [flags, status, told] of cases) {
+    const name = `${flags.join(" ") || "the default"}, answered ${status}`;
+    await t.step(name, async () => {
+      const server = forgedRejection(status);
+      const result = await runConnect(
+        ["--port", String(server.port), ...flags, "--message", "x"],
+        fresh.env,
+      );
+      await server.done;
+      assert.equal(result.code, 1, result.stderr);
+      const said = result.stderr.split("\n").filter((line) => !line.includes("warning:"));
+      assert.deepEqual(said.slice(1), [""], `one line: ${result.stderr}`);
+      assert.ok(said[0].includes(told), `${said[0]}\n  should say: ${told}`);
+      // Nothing weaker than what was asked is offered as the remedy.
+      assert.doesNotMatch(
+        said[0],
+        /(add|use|try|ask for|with) (--plain|--integrity|--protocol 1|--no-forward-secrecy|--digest)/,
+      );
+    });
+  }
+});
+
 Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker clients are told why", async () => {
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "framed test secret, long enough" });
   const server = startServe(
@@ -495,8 +585,8 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
     assert.equal(plain.code, 1);
     assert.equal(
       plain.stderr,
-      `hmac-echo: 127.0.0.1:${port} requires frames this client did not ask for (mode-refused): ` +
-        "add --integrity or --encrypt\n",
+      `hmac-echo: 127.0.0.1:${port} refuses the frame mode this client asked for (mode-refused, ` +
+        "an unauthenticated answer): ask for --encrypt\n",
     );
     const sha1 = await runConnect([
       "--port",
@@ -510,7 +600,7 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
     assert.equal(sha1.code, 1);
     assert.match(
       sha1.stderr,
-      /does not accept this digest \(unsupported-digest\): ask its operator which digests it accepts/,
+      /does not accept this digest \(unsupported-digest, an unauthenticated answer\): ask its operator which digests it accepts/,
     );
     const v1 = await runConnect(
       ["--port", String(port), "--protocol", "1", "--message", "x"],
@@ -590,7 +680,10 @@ Deno.test("connect says in one line that a throttling server closed before the c
       });
     const wrong = await guess();
     assert.equal(wrong.code, 1);
-    assert.match(wrong.stderr, /Authentication rejected by 127\.0\.0\.1:\d+: check the secret\n$/);
+    assert.match(
+      wrong.stderr,
+      /Authentication rejected by 127\.0\.0\.1:\d+ \(wrong-proof, an unauthenticated answer\): check the secret\n$/,
+    );
     // The second wrong answer starts the cool-down: its verdict is withheld (PROTOCOL.md §3).
     const withheld = await guess();
     assert.match(withheld.stderr, /closed the connection without answering .* it is throttling/);

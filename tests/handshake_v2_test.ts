@@ -124,7 +124,8 @@ for (
         exchange({ secret: SECRET, port, mode, message: encoder.encode("x") }),
         (error: unknown) =>
           error instanceof HandshakeRejectedError && error.reason === "mode-refused" &&
-          /requires frames this client did not ask for \(mode-refused\)/.test(error.message),
+          /refuses the frame mode this client asked for \(mode-refused, an unauthenticated answer\)/
+            .test(error.message),
       );
     }
     for (const mode of accepted) {
