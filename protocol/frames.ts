@@ -70,7 +70,7 @@ export class FrameError extends HmacEchoError {
     super(
       reason,
       reason === "sequence-exhausted"
-        ? `This side has sent all the frames one key may protect (${detail}); reconnect`
+        ? `All the frames one key may protect are used (${detail}); reconnect`
         : `The peer's frames failed a check (${reason}: ${detail}); the connection was closed, ` +
           "as the bytes may have been altered on the way",
     );
@@ -117,11 +117,15 @@ export class FramedConnection implements ByteStream {
   #receivedEnd = false;
   #sentEnd = false;
 
-  /** Frames `stream` with the session keys of one side. */
-  constructor(stream: ByteStream, keys: FrameKeys) {
+  /**
+   * Frames `stream` with the session keys of one side. `firstSequence` is for tests only: both
+   * directions' numbering starts there instead of at 0, so the 2^32 limit can be reached.
+   */
+  constructor(stream: ByteStream, keys: FrameKeys, options: { firstSequence?: number } = {}) {
     this.#stream = stream;
     this.#keys = keys;
     this.#tagLength = keys.send.tagLength;
+    this.#sendSeq = this.#receiveSeq = options.firstSequence ?? 0;
   }
 
   /**
@@ -243,6 +247,10 @@ export class FramedConnection implements ByteStream {
       );
     }
     // The sequence number is trusted only now that the tag has vouched for it.
+    if (seq >= MAX_FRAMES) {
+      // Only a peer that ignored the limit sends this: its nonces may repeat from here on.
+      throw new FrameError("sequence-exhausted", `the peer sent frame ${seq}, past ${MAX_FRAMES}`);
+    }
     if (seq < this.#receiveSeq) {
       throw new FrameError("replayed-frame", `frame ${seq} again, after ${this.#receiveSeq - 1}`);
     }

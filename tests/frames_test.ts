@@ -16,6 +16,7 @@ import {
   MAX_FRAME_PAYLOAD,
 } from "../protocol/frames.ts";
 import { createChallenge } from "../protocol/challenge.ts";
+import { FRAME_KEY_LENGTH, FrameKey, HEADER_LENGTH } from "../protocol/frame_key.ts";
 import { SecretKeys } from "../protocol/keys.ts";
 import { concat, writeAll } from "../_io.ts";
 import { upperCaseEcho } from "../server/upper_case_echo.ts";
@@ -368,5 +369,57 @@ Deno.test("writes that do not wait for each other still seal each frame under it
     // A sequence number sealed twice is a GCM nonce used twice (PROTOCOL.md §11).
     const numbers = wire.map((frame) => new DataView(frame.buffer).getUint32(8));
     assert.equal(new Set(numbers).size, 3, `${size} bytes: sequence numbers ${numbers}`);
+  }
+});
+
+Deno.test("a direction carries at most 2^32 frames: the sender stops, the receiver refuses more (§11)", async () => {
+  for (const mode of ["integrity", "encrypt"] as const) {
+    const key = new FrameKey(mode, crypto.getRandomValues(new Uint8Array(FRAME_KEY_LENGTH)));
+    const frameKeys: FrameKeys = { mode, send: key, receive: key };
+    const last = 2 ** 32 - 1;
+    // The sender: frame 2^32 - 1 is its last; the next write closes instead of reusing a nonce.
+    const wire: Uint8Array[] = [];
+    const sender = new FramedConnection(
+      {
+        read: () => Promise.resolve(null),
+        write: (data) => (wire.push(data.slice()), Promise.resolve(data.length)),
+      },
+      frameKeys,
+      { firstSequence: last },
+    );
+    await sender.write(encoder.encode("last"));
+    await assert.rejects(
+      sender.write(encoder.encode("one more")),
+      (error) => error instanceof FrameError && error.reason === "sequence-exhausted",
+    );
+    assert.equal(wire.length, 1, `${mode}: nothing sent past the limit`);
+    // The receiver, from a peer that ignores the limit: frame 2^32, sealed under the right key,
+    // where 2^32 is due. Its tag verifies and its number is the expected one; it is refused all
+    // the same, before any of it is delivered.
+    const payload = encoder.encode("past the limit");
+    const frame = new Uint8Array(HEADER_LENGTH + payload.length + key.tagLength);
+    const header = new DataView(frame.buffer);
+    header.setUint32(0, payload.length);
+    header.setUint32(4, 1); // the upper half of 2^32
+    header.setUint32(8, 0);
+    await key.seal(frame, payload, 2 ** 32);
+    let fed = false;
+    const receiver = new FramedConnection(
+      {
+        read: (buffer) => {
+          if (fed) return Promise.resolve(null);
+          fed = true;
+          buffer.set(frame);
+          return Promise.resolve(frame.length);
+        },
+        write: (data) => Promise.resolve(data.length),
+      },
+      frameKeys,
+      { firstSequence: 2 ** 32 },
+    );
+    await assert.rejects(
+      receiver.read(new Uint8Array(64)),
+      (error) => error instanceof FrameError && error.reason === "sequence-exhausted",
+    );
   }
 });

@@ -41,7 +41,8 @@ import threading
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from v3_frames import (DIGESTS, LOW_ORDER_POINT, MAX_PAYLOAD, MODE_LABELS, FrameError, hkdf_sha256,
+from v3_frames import (DIGESTS, LOW_ORDER_POINT, MAX_FRAMES, MAX_PAYLOAD, MODE_LABELS, FrameError,
+                       hkdf_sha256,
                        open_frame, read_up_to, seal)
 
 MODES = {"plain": 0x00, "integrity": 0x01, "encrypt": 0x02}
@@ -108,6 +109,8 @@ def read_frames(sock, mode, key):
         if len(rest) < length + tag_length:
             raise FrameError("truncated-frame")
         payload = open_frame(mode, key, header, rest)
+        if seq >= MAX_FRAMES:
+            raise FrameError("sequence-exhausted")
         if seq < expected:
             raise FrameError("replayed-frame")
         if seq > expected:

@@ -54,7 +54,8 @@ import sys
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from v3_frames import (DIGESTS, LOW_ORDER_POINT, MAX_PAYLOAD, MODE_LABELS, FrameError, hkdf_sha256,
+from v3_frames import (DIGESTS, LOW_ORDER_POINT, MAX_FRAMES, MAX_PAYLOAD, MODE_LABELS, FrameError,
+                       hkdf_sha256,
                        open_frame, read_up_to, seal)
 
 
@@ -185,6 +186,8 @@ def serve_frames(conn, mode, receive_key, send_key):
         if len(rest) < length + tag_length:
             raise FrameError("truncated-frame")
         payload = open_frame(mode, receive_key, header, rest)
+        if seq >= MAX_FRAMES:
+            raise FrameError("sequence-exhausted")
         if seq < expected:
             raise FrameError("replayed-frame")
         if seq > expected:
