@@ -44,6 +44,7 @@ import {
 import { upperCaseEcho } from "./upper_case_echo.ts";
 import { configuredService } from "./forward.ts";
 import { startWorkerPool } from "./workers.ts";
+import { CollectAfterCloses } from "./collect_garbage.ts";
 import type { RunningServer, Secrets } from "./running.ts";
 
 export type { RunningServer, Secrets };
@@ -147,6 +148,7 @@ export class Server implements RunningServer {
   /** This server's counters; the bytes of open connections are added when a snapshot is taken. */
   #stats = emptyStats();
   #sweeper: ReturnType<typeof setInterval>;
+  #collector = new CollectAfterCloses();
   #stopping = new AbortController();
   #acceptLoop: Promise<void>;
   #closed?: Promise<void>;
@@ -525,9 +527,13 @@ export class Server implements RunningServer {
     if (this.#countsTowardsThrottle(session)) this.#countFailure(session.address);
   }
 
-  /** Closes the sessions past their handshake deadline, and the authenticated ones left idle. */
+  /**
+   * Closes the sessions past their handshake deadline, and the authenticated ones left idle; tells
+   * the collector how many remain.
+   */
   #sweep(): void {
     const now = performance.now();
+    this.#collector.observe(this.#sessions.size, now);
     const { handshakeTimeoutMs, idleTimeoutMs } = this.#config;
     for (const session of this.#sessions) {
       if (!session.authenticated) {
