@@ -25,6 +25,7 @@ import {
   type ParsedHello,
   readExactly,
   readHello,
+  readToEnd,
   SECRET,
   startServer,
   withTimeout,
@@ -111,6 +112,24 @@ Deno.test("a server requiring v2 refuses a v1 answer (v1-refused, §8)", async (
     assert.equal(reply.length, 0);
     assert.equal((await logger.waitFor("rejected", { remote })).fields.reason, reason);
   }
+});
+
+Deno.test("a server whose digests leave out sha1 refuses v1 answers too (v1-refused, §8)", async () => {
+  await using started = await startServer({ digests: ["sha256", "sha512"] });
+  const { server, logger, port } = started;
+  // A right answer under the right secret: only the digest list can refuse it.
+  await assert.rejects(
+    exchange({ secret: SECRET, port, protocol: 1, message: encoder.encode("hi") }),
+    (error: unknown) => error instanceof HandshakeRejectedError && error.reason === "rejected",
+  );
+  const rejected = await logger.waitFor("rejected");
+  assert.equal(rejected.fields.reason, "v1-refused");
+  assert.match(String(rejected.fields.detail), /sha1/);
+  // A v2 client naming an allowed digest is served as before.
+  const reply = await exchange({ secret: SECRET, port, message: encoder.encode("ok") });
+  assert.equal(decoder.decode(reply), "OK");
+  const stats = await server.stats();
+  assert.deepEqual([stats.rejected, stats.authenticated], [{ "v1-refused": 1 }, 1]);
 });
 
 for (
@@ -446,6 +465,27 @@ Deno.test("replay against a client: a server's answer from another session does 
   });
   await assertImpostorRefused(replaying.port, /proof does not verify/);
   await replaying.done;
+});
+
+Deno.test("a status byte the client does not know is a rejection, `status 9`, and unauthenticated (§10)", async () => {
+  // Up to the status byte, a server like any other: the challenge, the whole hello read.
+  const unknown = fakeServer(async (conn, _, hello) => {
+    assert.equal(hello.version, 3);
+    await writeAll(conn, Uint8Array.of(0x09));
+    assert.equal((await readToEnd(conn)).length, 0, "the client sends nothing more, and closes");
+  });
+  const outcome = await withTimeout(
+    connect({ secret: SECRET, port: unknown.port }).then(
+      (client) => (client.close(), "accepted"),
+      (error: unknown) => error,
+    ),
+    "the client's verdict on status 9",
+  );
+  assert.ok(outcome instanceof HandshakeRejectedError, `got ${outcome}`);
+  assert.equal(outcome.reason, "status 9");
+  // Anyone on the path can forge a status byte (§8): the client must not present it as fact.
+  assert.match(outcome.message, /not authenticated/);
+  await withTimeout(unknown.done, "the fake server");
 });
 
 Deno.test("a v2 server proves itself with the previous secret to a client still on it (rotation)", async () => {
