@@ -350,3 +350,78 @@ export class ReadRecorder implements ByteStream {
     );
   }
 }
+
+/** A v2 hello taken apart by docs/PROTOCOL.md §9 and §12 alone, as a fake server or an eavesdropper does. */
+export interface ParsedHello {
+  /** The whole hello: head, then proof. */
+  bytes: Uint8Array;
+  /** The name between the braces of the tag. */
+  digest: string;
+  /** The version byte: 2, or 3 with a key share. */
+  version: number;
+  /** The mode byte: 0 plain, 1 integrity, 2 encrypt. */
+  mode: number;
+  /** Every byte before the proof. */
+  head: Uint8Array;
+  /** Cc. */
+  clientChallenge: Uint8Array;
+  /** Pc with version 03; empty with 02. */
+  keyShare: Uint8Array;
+  /** client_proof. */
+  proof: Uint8Array;
+}
+
+/** client_proof's length by digest name (docs/PROTOCOL.md §9). */
+const PROOF_LENGTHS: Readonly<Record<string, number>> = {
+  sha1: 20,
+  sha256: 32,
+  sha384: 48,
+  sha512: 64,
+};
+
+/**
+ * How long the hello that begins with `first` (at least its tag, version and mode) is, by §9 and
+ * §12: the tag, version, mode, Cc (32), Pc (32, version 03 only) and the digest's proof. Throws
+ * for a hello no honest client sends, so that a fake server fails instead of waiting for bytes
+ * that never come.
+ */
+export function helloLength(first: Uint8Array): number {
+  const close = first.subarray(0, 16).indexOf(0x7d); // "}"
+  if (first[0] !== 0x7b || close < 0) throw new Error("not a hello: no {digest} tag");
+  const digest = decoder.decode(first.subarray(1, close));
+  const version = first[close + 1];
+  const proof = PROOF_LENGTHS[digest];
+  if (proof === undefined) throw new Error(`a hello naming an unknown digest "${digest}"`);
+  if (version !== 2 && version !== 3) throw new Error(`a hello of version ${version}`);
+  return close + 1 + 2 + CHALLENGE_LENGTH + (version === 3 ? 32 : 0) + proof;
+}
+
+/** The hello at the start of `bytes` (a recording, say), taken apart; `bytes` may go on past it. */
+export function parseHello(bytes: Uint8Array): ParsedHello {
+  const length = helloLength(bytes);
+  if (bytes.length < length) throw new Error(`${bytes.length} bytes of a ${length}-byte hello`);
+  const hello = bytes.subarray(0, length);
+  const tag = hello.indexOf(0x7d) + 1;
+  const version = hello[tag];
+  const headLength = tag + 2 + CHALLENGE_LENGTH + (version === 3 ? 32 : 0);
+  return {
+    bytes: hello,
+    digest: decoder.decode(hello.subarray(1, tag - 1)),
+    version,
+    mode: hello[tag + 1],
+    head: hello.subarray(0, headLength),
+    clientChallenge: hello.subarray(tag + 2, tag + 2 + CHALLENGE_LENGTH),
+    keyShare: hello.subarray(tag + 2 + CHALLENGE_LENGTH, headLength),
+    proof: hello.subarray(headLength),
+  };
+}
+
+/**
+ * Reads exactly one hello from `conn`, sized by its own first bytes (§9, §12): never more, and it
+ * throws if the connection ends first. Every hello is at least 60 bytes, so 40 may be read blind.
+ */
+export async function readHello(conn: Pick<ByteStream, "read">): Promise<ParsedHello> {
+  const first = await readExactly(conn, 40);
+  const rest = await readExactly(conn, helloLength(first) - first.length);
+  return parseHello(concat([first, rest]));
+}

@@ -5,13 +5,21 @@
 
 import assert from "node:assert/strict";
 import { SERVE_USAGE } from "../cli/usage.ts";
-import { decoder, encoder, withTimeout } from "./_helpers.ts";
+import { decoder, encoder, readToEnd, withTimeout } from "./_helpers.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 import { freshEnv, ROOT, ServerProcess, startServeTask, taskArgs } from "./_process.ts";
 
 /** Starts `serve` as the `serve` task would. */
 function startServe(args: string[], env: Record<string, string>): ServerProcess {
   return startServeTask(args, env);
+}
+
+/** Starts `connect --listen ...` (the tunnel) as the `connect` task would, stderr line by line. */
+function startTunnel(args: string[], env: Record<string, string>): ServerProcess {
+  return ServerProcess.start(Deno.execPath(), [...taskArgs("connect"), ...args], {
+    env,
+    cwd: ROOT,
+  });
 }
 
 /** Runs `connect` to completion. */
@@ -377,6 +385,11 @@ Deno.test("serve --log-format json writes one JSON object per line, secret-free"
     events.map((event) => event.event),
     ["listening", "accepting", "accepted", "authenticated", "closed", "shutting-down", "stopped"],
   );
+  assert.equal(
+    events.find((event) => event.event === "accepting").note,
+    "older clients are served too: v1 answers and v2 sessions without forward secrecy; " +
+      "--require-forward-secrecy refuses them",
+  );
   assert.ok(events.every((event) => event.time && event.level));
   assert.ok(!server.lines.some((line) => line.includes(secret)));
 });
@@ -571,6 +584,10 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
       await server.waitForLine(/ listening /),
       / protocols=2 require=integrity forwardSecrecy=offered digests=sha256,sha512 /,
     );
+    assert.match(
+      await server.waitForLine(/ accepting /),
+      / notice accepting note="older clients are served too: v2 sessions without forward secrecy; --require-forward-secrecy refuses them"$/,
+    );
     for (const flags of [["--integrity"], ["--encrypt", "--digest", "sha512"]]) {
       const result = await runConnect(
         ["--port", String(port), ...flags, "--message", "framed"],
@@ -615,6 +632,51 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
   } finally {
     assert.equal((await server.stop()).code, 0);
   }
+});
+
+Deno.test("serve --require-forward-secrecy: a default connect gets in; --no-forward-secrecy and v1 are refused", async () => {
+  await using fresh = await freshEnv({ HMAC_ECHO_SECRET: "forward-secret test secret, long" });
+  const server = startServe(["--port", "0", "--require-forward-secrecy"], fresh.env);
+  try {
+    const port = await server.port();
+    assert.match(
+      await server.waitForLine(/ listening /),
+      / protocols=2 forwardSecrecy=required digests=sha1,sha256,sha384,sha512 /,
+    );
+    const served = await runConnect(["--port", String(port), "--message", "fs"], fresh.env);
+    assert.deepEqual(served, { code: 0, stdout: "FS\n", stderr: "" });
+    await server.waitForLine(/ authenticated .*protocol=2 .*forwardSecret=true/);
+
+    const old = await runConnect(
+      ["--port", String(port), "--no-forward-secrecy", "--message", "x"],
+      fresh.env,
+    );
+    assert.equal(old.code, 1, old.stderr);
+    assert.equal(old.stdout, "");
+    // After the flag's own warning, the reason, as the server stated it.
+    assert.match(
+      old.stderr.trimEnd().split("\n").at(-1)!,
+      new RegExp(
+        `^hmac-echo: 127\\.0\\.0\\.1:${port} .*\\(forward-secrecy-required, an unauthenticated answer\\): drop --no-forward-secrecy`,
+      ),
+    );
+    await server.waitForLine(/ rejected .*reason=forward-secrecy-required/);
+
+    const v1 = await runConnect(
+      ["--port", String(port), "--protocol", "1", "--message", "x"],
+      fresh.env,
+    );
+    assert.equal(v1.code, 1, v1.stderr);
+    await server.waitForLine(/ rejected .*reason=v1-refused/);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+  // Nothing older is served, so the start says nothing about serving it.
+  assert.ok(!server.lines.some((line) => / accepting /.test(line)), server.lines.join("\n"));
+  assert.match(
+    server.lines.find((line) => / stopped /.test(line))!,
+    / authenticated=1 rejected=2 .*rejected-forward-secrecy-required=1 rejected-v1-refused=1/,
+  );
 });
 
 Deno.test("serve --digest sha1-prefix warns, and accepts the tutorial's answer from connect --protocol 1", async () => {
@@ -740,6 +802,40 @@ Deno.test("a secret under 16 bytes: refused by serve and connect, accepted with 
     assert.equal(allowed.code, 0, allowed.stderr);
     assert.equal(allowed.stdout, "HI\n");
     assert.match(allowed.stderr, /^hmac-echo: warning: the secret from .* is 6 bytes, under 16/);
+
+    // connect --listen, the tunnel: the same refusal, and the same way past it.
+    const tunnelArgs = ["--listen", "127.0.0.1:0", "--port", String(port)];
+    const refusedTunnel = startTunnel(tunnelArgs, fresh.env);
+    // Were it to accept the secret, it would listen and run on: stop it and fail, not wait.
+    const said = await refusedTunnel.waitForLine(/ listening |^hmac-echo: /);
+    if (/ listening /.test(said)) {
+      await refusedTunnel.stop();
+      assert.fail(`the tunnel started with a 6-byte secret: ${said}`);
+    }
+    assert.equal((await refusedTunnel.exited()).code, 2);
+    assert.equal(refusedTunnel.lines.length, 1, refusedTunnel.lines.join("\n"));
+    assert.match(
+      refusedTunnel.lines[0],
+      /^hmac-echo: The secret from environment variable HMAC_ECHO_SECRET is 6 bytes: at least 16 are needed.*head -c 32 \/dev\/urandom.*--allow-weak-secret/,
+    );
+    assert.ok(!refusedTunnel.lines[0].includes("s3cret"), "the secret never reaches an error");
+    const tunnel = startTunnel([...tunnelArgs, "--allow-weak-secret"], fresh.env);
+    try {
+      assert.match(
+        await tunnel.waitForLine(/ warn weak-secret /),
+        /the secret from environment variable HMAC_ECHO_SECRET is 6 bytes, under 16/,
+      );
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: await tunnel.port() });
+      try {
+        await conn.write(encoder.encode("through"));
+        await conn.closeWrite();
+        assert.equal(decoder.decode(await readToEnd(conn)), "THROUGH");
+      } finally {
+        conn.close();
+      }
+    } finally {
+      assert.equal((await tunnel.stop()).code, 0, tunnel.lines.join("\n"));
+    }
   } finally {
     assert.equal((await server.stop()).code, 0);
   }

@@ -30,6 +30,7 @@ import {
   SECRET,
   startServer,
   tcpPair,
+  withTimeout,
 } from "./_helpers.ts";
 
 const keys = await SecretKeys.import(SECRET);
@@ -423,3 +424,121 @@ Deno.test("a direction carries at most 2^32 frames: the sender stops, the receiv
     );
   }
 });
+
+/**
+ * The frame `seal` would send as number `seq`: a properly sealed frame, the kind an attacker (or a
+ * peer that breaks the rules) might send after an end frame.
+ */
+async function frameNumbered(frameKeys: FrameKeys, seq: number, text: string): Promise<Uint8Array> {
+  const seal = frameSealer(frameKeys);
+  for (let i = 0; i < seq; i++) await seal.frame("-");
+  return await seal.frame(text);
+}
+
+for (const mode of ["integrity", "encrypt"] as const) {
+  Deno.test(`${mode} frames: bytes that arrive after the end frame, in a later read, never reach the service (§11)`, async () => {
+    const endRead = Promise.withResolvers<void>();
+    const lateSent = Promise.withResolvers<void>();
+    const askedAgain = Promise.withResolvers<void>();
+    const delivered: string[] = [];
+    const readsAfterEnd: string[] = [];
+    // A service that records every byte the frame layer gives it, and asks again once the end
+    // frame has been read: only a read after the end could deliver what follows it.
+    await using started = await startServer({
+      handler: async (conn) => {
+        const buffer = new Uint8Array(1024);
+        for (let n; (n = await conn.read(buffer)) !== null;) {
+          delivered.push(decoder.decode(buffer.subarray(0, n)));
+        }
+        endRead.resolve();
+        await lateSent.promise;
+        try {
+          for (let i = 0; i < 2; i++) {
+            const n = await conn.read(buffer);
+            readsAfterEnd.push(n === null ? "end" : decoder.decode(buffer.subarray(0, n)));
+          }
+        } catch (error) {
+          readsAfterEnd.push(String(error));
+        } finally {
+          askedAgain.resolve();
+        }
+        await conn.write(encoder.encode(delivered.join("").toUpperCase()));
+      },
+    });
+    const { server, logger, port } = started;
+    const raw = await openRaw(port);
+    try {
+      const hello = await sendHello(raw.conn, keys, raw.challenge, {
+        digest: "sha256",
+        mode,
+        forwardSecrecy: true,
+      });
+      assert.equal(hello.outcome, "accepted");
+      const frameKeys = (hello as { session: { frameKeys: FrameKeys } }).session.frameKeys;
+      const seal = frameSealer(frameKeys);
+      await writeAll(raw.conn, concat([await seal.frame("abc"), await seal.end()]));
+      await withTimeout(endRead.promise, "the service to read the end frame");
+      // Only now, so the server has read nothing past its end frame: the next frame, properly
+      // sealed under the next number, and bytes that are no frame at all.
+      const late = concat([
+        await frameNumbered(frameKeys, 2, "smuggled"),
+        encoder.encode("junk"),
+      ]);
+      await writeAll(raw.conn, late);
+      await raw.conn.closeWrite();
+      lateSent.resolve();
+      await withTimeout(askedAgain.promise, "the service's reads after the end frame");
+      assert.deepEqual(delivered, ["abc"]);
+      assert.deepEqual(readsAfterEnd, ["end", "end"], "the service's reads after the end frame");
+      // The session then ends as any other: the reply, and the server's end frame.
+      const reply = new FramedConnection(raw.conn, frameKeys);
+      assert.equal(decoder.decode(await readExactly(reply, 3)), "ABC");
+      assert.equal(await reply.read(new Uint8Array(16)), null, "the server's end frame");
+    } finally {
+      lateSent.resolve();
+      raw.conn.close();
+    }
+    await logger.waitFor("closed", { remote: raw.remote });
+    // Discarded unread (§11): the receiver had stopped reading, so there was nothing to refuse.
+    assert.deepEqual((await server.stats()).frameErrors, {});
+  });
+
+  Deno.test(`${mode} frames: a client reader never returns bytes the server sent after its end frame, in a later read (§11)`, async () => {
+    const endRead = Promise.withResolvers<void>();
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const served = (async () => {
+      const conn = await listener.accept();
+      listener.close();
+      conn.setNoDelay(true);
+      try {
+        const outcome = await authenticateClient(conn, { keys });
+        assert.ok(outcome.authenticated && outcome.protocol === 2 && outcome.frameKeys);
+        const seal = frameSealer(outcome.frameKeys);
+        await writeAll(conn, concat([await seal.frame("HI"), await seal.end()]));
+        await endRead.promise;
+        // The client has read the end frame: now the next frame, sealed as it should be, and junk.
+        const late = await frameNumbered(outcome.frameKeys, 2, "SMUGGLED");
+        await writeAll(conn, concat([late, encoder.encode("junk")]));
+        await conn.closeWrite();
+      } finally {
+        conn.close();
+      }
+    })();
+    served.catch(() => {}); // awaited below: an early failure is reported there
+    const client = await connect({ secret: SECRET, port: listener.addr.port, mode });
+    try {
+      const buffer = new Uint8Array(64);
+      const n = await client.read(buffer);
+      assert.equal(decoder.decode(buffer.subarray(0, n!)), "HI");
+      assert.equal(await client.read(buffer), null, "the server's end frame");
+      endRead.resolve();
+      await withTimeout(served, "the server to send its late bytes");
+      assert.equal(await client.read(buffer), null, "a read after the late bytes were sent");
+      assert.equal(client.bytesReceived, 2);
+    } finally {
+      endRead.resolve();
+      client.close();
+      await served.catch(() => {});
+    }
+  });
+}

@@ -14,6 +14,7 @@ import { authenticateClient } from "../protocol/handshake.ts";
 import { createChallenge, readChallenge } from "../protocol/challenge.ts";
 import type { FrameMode } from "../protocol/frames.ts";
 import { computeProof, encodeHelloHead, REJECTION_STATUS } from "../protocol/v2.ts";
+import { createKeyShare } from "../protocol/key_exchange.ts";
 import { type DigestName, DIGESTS, SecretKeys } from "../protocol/keys.ts";
 import { concat, writeAll } from "../_io.ts";
 import {
@@ -21,7 +22,10 @@ import {
   decoder,
   encoder,
   openRaw,
+  type ParsedHello,
   readExactly,
+  readHello,
+  readToEnd,
   SECRET,
   startServer,
   withTimeout,
@@ -108,6 +112,24 @@ Deno.test("a server requiring v2 refuses a v1 answer (v1-refused, §8)", async (
     assert.equal(reply.length, 0);
     assert.equal((await logger.waitFor("rejected", { remote })).fields.reason, reason);
   }
+});
+
+Deno.test("a server whose digests leave out sha1 refuses v1 answers too (v1-refused, §8)", async () => {
+  await using started = await startServer({ digests: ["sha256", "sha512"] });
+  const { server, logger, port } = started;
+  // A right answer under the right secret: only the digest list can refuse it.
+  await assert.rejects(
+    exchange({ secret: SECRET, port, protocol: 1, message: encoder.encode("hi") }),
+    (error: unknown) => error instanceof HandshakeRejectedError && error.reason === "rejected",
+  );
+  const rejected = await logger.waitFor("rejected");
+  assert.equal(rejected.fields.reason, "v1-refused");
+  assert.match(String(rejected.fields.detail), /sha1/);
+  // A v2 client naming an allowed digest is served as before.
+  const reply = await exchange({ secret: SECRET, port, message: encoder.encode("ok") });
+  assert.equal(decoder.decode(reply), "OK");
+  const stats = await server.stats();
+  assert.deepEqual([stats.rejected, stats.authenticated], [{ "v1-refused": 1 }, 1]);
 });
 
 for (
@@ -297,9 +319,12 @@ Deno.test("replay: a whole recorded client session, sent again, is refused at th
   assert.equal((await server.stats()).authenticated, 1);
 });
 
-/** A fake server: sends a challenge, reads a hello, then does whatever `respond` says. */
+/**
+ * A fake server: sends a challenge, reads the whole hello, sized by its own bytes (§9, §12), then
+ * does whatever `respond` says, and closes.
+ */
 function fakeServer(
-  respond: (conn: Deno.TcpConn, challenge: Uint8Array, hello: Uint8Array) => Promise<void>,
+  respond: (conn: Deno.TcpConn, challenge: Uint8Array, hello: ParsedHello) => Promise<void>,
 ): { port: number; done: Promise<void> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const done = (async () => {
@@ -308,73 +333,160 @@ function fakeServer(
     try {
       const challenge = createChallenge();
       await writeAll(conn, challenge);
-      const hello = await readExactly(conn, 74); // a SHA-256 hello (§9)
-      await respond(conn, challenge, hello);
+      await respond(conn, challenge, await readHello(conn));
     } finally {
       conn.close();
     }
   })();
+  done.catch(() => {}); // awaited by the test: an early failure is reported there, not as uncaught
   return { port: listener.addr.port, done };
 }
 
-for (
-  const [what, respond] of [
-    [
-      "a random proof",
-      (conn: Deno.TcpConn) => writeAll(conn, concat([Uint8Array.of(0), createChallenge()])),
-    ],
-    ["no proof at all", (conn: Deno.TcpConn) => writeAll(conn, Uint8Array.of(0))],
-    [
-      "the client's own proof reflected back",
-      (conn: Deno.TcpConn, _: Uint8Array, hello: Uint8Array) =>
-        writeAll(conn, concat([Uint8Array.of(0), hello.subarray(42)])),
-    ],
-    [
-      "a valid proof under another secret",
-      async (conn: Deno.TcpConn, challenge: Uint8Array, hello: Uint8Array) => {
-        const other = await SecretKeys.import(encoder.encode("an impostor's secret"));
-        const proof = computeProof(
-          other,
-          "sha256",
-          "server",
-          challenge,
-          hello.subarray(0, 42),
-        );
-        await writeAll(conn, concat([Uint8Array.of(0), proof]));
-      },
-    ],
-  ] as const
-) {
-  Deno.test(`the client refuses an impostor server that answers with ${what} (§10)`, async () => {
-    const impostor = fakeServer(respond);
-    await assert.rejects(
-      connect({ secret: SECRET, port: impostor.port }),
-      (error: unknown) =>
-        error instanceof ServerAuthenticationError &&
-        /could not prove it knows the secret/.test(error.message),
-    );
-    await impostor.done;
-  });
+/**
+ * Connects to `port` and expects a {@linkcode ServerAuthenticationError} whose detail matches
+ * `detail`: a client that wrongly accepts is closed at once, so the fake server behind it ends
+ * and the test fails instead of hanging.
+ */
+async function assertImpostorRefused(
+  port: number,
+  detail: RegExp,
+  options: Partial<Parameters<typeof connect>[0]> = {},
+): Promise<void> {
+  const outcome = await withTimeout(
+    connect({ secret: SECRET, port, ...options }).then(
+      (client) => (client.close(), "accepted"),
+      (error: unknown) => error,
+    ),
+    "the client's verdict on the impostor",
+  );
+  assert.ok(
+    outcome instanceof ServerAuthenticationError &&
+      /could not prove it knows the secret/.test(outcome.message),
+    `expected ServerAuthenticationError, got ${outcome}`,
+  );
+  assert.match(outcome.message, detail);
 }
 
-Deno.test("replay against a client: a server's proof from another session does not verify (§10)", async () => {
-  // Record a real server's answer to one hello, then replay it to a new client.
+/** The server's key share an impostor sends with version 03 (§12): a real one, or none for 02. */
+function impostorShare(hello: ParsedHello): Uint8Array {
+  return hello.version === 3 ? createKeyShare().publicKey : new Uint8Array(0);
+}
+
+/** How long the proof of `hello`'s digest is (§9). */
+const proofLength = (hello: ParsedHello) => DIGESTS[hello.digest as DigestName].length;
+
+/** An impostor's whole answer: 00, Ps with version 03, then `proof` (§10, §12). */
+const accepted = (hello: ParsedHello, share: Uint8Array, proof: Uint8Array) =>
+  concat([Uint8Array.of(0), hello.version === 3 ? share : new Uint8Array(0), proof]);
+
+const IMPOSTORS: [
+  string,
+  (conn: Deno.TcpConn, challenge: Uint8Array, hello: ParsedHello) => Promise<void>,
+  RegExp,
+][] = [
+  [
+    "a random proof",
+    (conn, _, hello) =>
+      writeAll(
+        conn,
+        accepted(
+          hello,
+          impostorShare(hello),
+          crypto.getRandomValues(new Uint8Array(proofLength(hello))),
+        ),
+      ),
+    /proof does not verify/,
+  ],
+  [
+    "no proof at all",
+    (conn) => writeAll(conn, Uint8Array.of(0)),
+    /the connection ended after 0 of \d+ bytes of its answer/,
+  ],
+  [
+    "the client's own proof reflected back",
+    (conn, _, hello) => writeAll(conn, accepted(hello, impostorShare(hello), hello.proof)),
+    /proof does not verify/,
+  ],
+  [
+    "a valid proof under another secret",
+    async (conn, challenge, hello) => {
+      const other = await SecretKeys.import(encoder.encode("an impostor's secret"));
+      const share = impostorShare(hello);
+      const digest = hello.digest as DigestName;
+      const proof = computeProof(other, digest, "server", challenge, hello.head, share);
+      await writeAll(conn, accepted(hello, share, proof));
+    },
+    /proof does not verify/,
+  ],
+];
+
+for (const [what, respond, detail] of IMPOSTORS) {
+  for (const forwardSecrecy of [true, false]) {
+    const version = forwardSecrecy ? "03" : "02";
+    Deno.test(`the client refuses an impostor server that answers a ${version} hello with ${what} (§10)`, async () => {
+      const impostor = fakeServer(async (conn, challenge, hello) => {
+        assert.equal(hello.version, forwardSecrecy ? 3 : 2, "the hello the client was asked for");
+        await respond(conn, challenge, hello);
+      });
+      await assertImpostorRefused(impostor.port, detail, { forwardSecrecy });
+      await impostor.done;
+    });
+  }
+}
+
+Deno.test("replay against a client: a server's answer from another session does not verify (§10, §12)", async () => {
+  // Record a real server's whole answer (00, Ps, proof) to an honest 03 hello, then replay it to a
+  // new client: the same length as a genuine answer, so only the proof can give it away.
   const { server, port } = await startServer();
   let recordedAnswer: Uint8Array;
   try {
     const raw = await openRaw(port);
-    await writeAll(raw.conn, helloFor(raw.challenge));
-    recordedAnswer = await readExactly(raw.conn, 33);
-    raw.conn.close();
+    try {
+      const head = encodeHelloHead(
+        "sha256",
+        "encrypt",
+        createChallenge(),
+        createKeyShare().publicKey,
+      );
+      await writeAll(
+        raw.conn,
+        concat([head, computeProof(keys, "sha256", "client", raw.challenge, head)]),
+      );
+      recordedAnswer = await readExactly(raw.conn, 1 + 32 + 32);
+      assert.equal(recordedAnswer[0], 0, "the real server accepted");
+    } finally {
+      raw.conn.close();
+    }
   } finally {
     await server.close();
   }
-  const replaying = fakeServer((conn) => writeAll(conn, recordedAnswer));
-  await assert.rejects(
-    connect({ secret: SECRET, port: replaying.port }),
-    ServerAuthenticationError,
-  );
+  const replaying = fakeServer(async (conn, _, hello) => {
+    assert.equal(hello.bytes.length, 106, "a version 03 sha256 hello (§9, §12)");
+    await writeAll(conn, recordedAnswer);
+  });
+  await assertImpostorRefused(replaying.port, /proof does not verify/);
   await replaying.done;
+});
+
+Deno.test("a status byte the client does not know is a rejection, `status 9`, and unauthenticated (§10)", async () => {
+  // Up to the status byte, a server like any other: the challenge, the whole hello read.
+  const unknown = fakeServer(async (conn, _, hello) => {
+    assert.equal(hello.version, 3);
+    await writeAll(conn, Uint8Array.of(0x09));
+    assert.equal((await readToEnd(conn)).length, 0, "the client sends nothing more, and closes");
+  });
+  const outcome = await withTimeout(
+    connect({ secret: SECRET, port: unknown.port }).then(
+      (client) => (client.close(), "accepted"),
+      (error: unknown) => error,
+    ),
+    "the client's verdict on status 9",
+  );
+  assert.ok(outcome instanceof HandshakeRejectedError, `got ${outcome}`);
+  assert.equal(outcome.reason, "status 9");
+  // Anyone on the path can forge a status byte (§8): the client must not present it as fact.
+  assert.match(outcome.message, /\(status 9, an unauthenticated answer\)/);
+  await withTimeout(unknown.done, "the fake server");
 });
 
 Deno.test("a v2 server proves itself with the previous secret to a client still on it (rotation)", async () => {

@@ -349,6 +349,18 @@ Deno.test("the Node.js peer recomputes every value of §13's vectors A and B", a
   assert.match(decoder.decode(stdout), /every value matched\n$/);
 });
 
+Deno.test("tests/peers/fs_vectors.py --check: §13's vectors, the Python peers and their attacks all pass", async () => {
+  // Its own checks: §13 as printed, RFC 7748 and RFC 5869 known answers, and the version 03
+  // Python peers against each other, honest and hostile; a failure is a line "FAIL  what".
+  const { code, stdout, stderr } = await peer("fs_vectors.py", ["--check"], "").output();
+  const report = decoder.decode(stdout);
+  assert.equal(code, 0, report + decoder.decode(stderr));
+  assert.deepEqual(report.match(/^FAIL .*$/gm) ?? [], []);
+  assert.match(report, /\nall checks passed\n$/);
+  // Not a run that checked next to nothing: there are some sixty checks.
+  assert.ok((report.match(/^ok {4}/gm) ?? []).length >= 50, report);
+});
+
 Deno.test("the Deno client refuses a Python server that substitutes, forges or weakens its key share", async () => {
   for (
     const [flag, secret] of [
