@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import denoConfig from "../deno.json" with { type: "json" };
 import { writeAll } from "../_io.ts";
 import { type Client, connect } from "../client/client.ts";
 import type { FrameMode } from "../protocol/frames.ts";
@@ -81,18 +82,18 @@ interface ServerProcess {
   drained: Promise<void>;
 }
 
-/** Starts `main.ts serve` with the serve task's permissions and V8 flags (deno.json). */
+/** `deno task serve` without the task runner in between: its `deno` arguments, split. */
+function serveTaskArgs(): string[] {
+  const [deno, ...args] = denoConfig.tasks.serve.split(" ");
+  if (deno !== "deno") throw new Error(`the serve task does not start with "deno": ${deno}`);
+  return args;
+}
+
+/** Starts `serve` as the serve task does: its permissions and V8 flags, read from deno.json. */
 async function startServer(extraFlags: readonly string[], home: string): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      "--allow-net",
-      "--allow-env=HMAC_ECHO_SECRET,HMAC_ECHO_PREVIOUS_SECRET,XDG_CONFIG_HOME,HOME",
-      "--allow-read",
-      "--allow-write",
-      "--v8-flags=--max-semi-space-size=1",
-      `${ROOT}main.ts`,
-      "serve",
+      ...serveTaskArgs(),
       "--port",
       "0",
       "--metrics-port",
@@ -106,6 +107,7 @@ async function startServer(extraFlags: readonly string[], home: string): Promise
       "0",
       ...extraFlags,
     ],
+    cwd: ROOT, // where deno.json and main.ts are, as for `deno task`
     env: { HMAC_ECHO_SECRET: secretText, XDG_CONFIG_HOME: home, HOME: home, NO_COLOR: "1" },
     clearEnv: true,
     stdin: "null",

@@ -6,7 +6,7 @@
 
 import net from "node:net";
 import { type ByteStream, concat, writeAll } from "../_io.ts";
-import { createChallenge, readChallenge } from "../protocol/challenge.ts";
+import { ChallengeError, createChallenge, readChallenge } from "../protocol/challenge.ts";
 import { computeAnswer } from "../protocol/v1.ts";
 import { computeProof, encodeHelloHead, sendHello } from "../protocol/v2.ts";
 import { FramedConnection, type FrameMode } from "../protocol/frames.ts";
@@ -207,40 +207,84 @@ const HONEST_VARIANTS = [
   { protocol: 2, mode: "encrypt" },
 ] as const;
 
-/** Honest clients in a loop from 127.0.0.1, each echo checked byte for byte. */
-export async function honest(target: Target, workers: number): Promise<Tally> {
-  const tally = newTally("honest clients");
-  const alphabet = ["a", "b", "z", " ", "ß", "é", "€", "😀", "ﬁ", "\n", "Q", "7"];
+const ALPHABET = ["a", "b", "z", " ", "ß", "é", "€", "😀", "ﬁ", "\n", "Q", "7"];
+
+/**
+ * Honest clients in a loop from 127.0.0.1, each echo checked byte for byte. With `retryRefused`
+ * they dial as `connect --retry` does and try again when the server closes before the challenge
+ * (full): each refusal is counted, not failed. Any other error is a failure, retried or not.
+ */
+export async function honest(
+  target: Target,
+  workers: number,
+  options: { name?: string; retryRefused?: boolean } = {},
+): Promise<Tally> {
+  const tally = newTally(options.name ?? "honest clients");
   await Promise.all(Array.from({ length: workers }, async (_, worker) => {
     const variant = HONEST_VARIANTS[worker % HONEST_VARIANTS.length];
     while (!target.stop.aborted) {
-      let text = "";
-      const length = 1 + Math.floor(Math.random() * 2_000);
-      for (let i = 0; i < length; i++) {
-        text += alphabet[Math.floor(Math.random() * alphabet.length)];
-      }
-      tally.connections++;
-      try {
-        const reply = await exchange({
-          secret: target.key,
-          port: target.port,
-          message: encoder.encode(text),
-          ...variant,
-        });
-        const expected = encoder.encode(text.toUpperCase());
-        if (reply.length !== expected.length || reply.some((byte, i) => byte !== expected[i])) {
-          tally.failures++;
-          tally.notes.push(`wrong echo for a ${length}-character message`);
-        } else {
-          tally.authenticated++;
-        }
-      } catch (error) {
-        tally.failures++;
-        if (tally.notes.length < 5) tally.notes.push(String(error));
-      }
+      await honestSession(target, variant, tally, options.retryRefused ?? false);
     }
   }));
   return tally;
+}
+
+/** One honest session (v2, encrypted), retrying while the server turns it away, in a tally `name`. */
+export async function honestOnce(target: Target, name: string): Promise<Tally> {
+  const tally = newTally(name);
+  await honestSession(target, HONEST_VARIANTS[3], tally, true);
+  return tally;
+}
+
+/** One exchange of a random message, its echo checked, counted in `tally`. */
+async function honestSession(
+  target: Target,
+  variant: typeof HONEST_VARIANTS[number],
+  tally: Tally,
+  retryRefused: boolean,
+): Promise<void> {
+  const countRefusal = (error: unknown) => {
+    const refused = error instanceof ChallengeError && error.received === 0;
+    if (refused) tally.refused++;
+    return refused;
+  };
+  const retry = retryRefused
+    ? {
+      retries: 20, // 50 ms doubling to 5 s, jittered: over half a minute, past any flood's hold
+      retryDelayMs: 50,
+      onRetry: ({ error }: { error: unknown }) => {
+        if (!countRefusal(error)) {
+          tally.failures++;
+          if (tally.notes.length < 5) tally.notes.push(`retried after: ${error}`);
+        }
+        tally.connections++; // the attempt that follows: without a signal, it always happens
+      },
+    }
+    : {};
+  let text = "";
+  const length = 1 + Math.floor(Math.random() * 2_000);
+  for (let i = 0; i < length; i++) text += ALPHABET[Math.floor(Math.random() * ALPHABET.length)];
+  tally.connections++;
+  try {
+    const reply = await exchange({
+      secret: target.key,
+      port: target.port,
+      message: encoder.encode(text),
+      ...variant,
+      ...retry,
+    });
+    const expected = encoder.encode(text.toUpperCase());
+    if (reply.length !== expected.length || reply.some((byte, i) => byte !== expected[i])) {
+      tally.failures++;
+      tally.notes.push(`wrong echo for a ${length}-character message`);
+    } else {
+      tally.authenticated++;
+    }
+  } catch (error) {
+    countRefusal(error); // the server counted it so; it is a failure all the same
+    tally.failures++;
+    if (tally.notes.length < 5) tally.notes.push(String(error));
+  }
 }
 
 /**
@@ -451,44 +495,117 @@ export async function halfOpen(target: Target, from: string, count: number): Pro
   return tally;
 }
 
+/** One idle holder: its socket, and the stream its echo speaks (framed for v2). */
+interface Holder {
+  socket: RawSocket;
+  stream: ByteStream;
+}
+
+/** A holder's burst: ASCII, so its echo is the same bytes upper-cased. */
+const BURST = new Uint8Array(64 * 1024).fill(0x64); // "d"
+
 /**
- * Authenticated clients that each echo one 64 KiB burst and then hold the connection idle until
- * the idle timeout closes it; half speak v1, half v2 with encryption. An idle connection must not
- * keep the burst's buffers (issue 15): the suite's memory checks see it if one does.
+ * Honest sessions held idle, for the suite's per-connection memory check (issue 15): each proves
+ * its session with a one-byte echo and waits; `burst()` has each echo 64 KiB once, after which it
+ * waits again, until `close()`. They speak in turn v1, v2 plain, v2 integrity (SHA-512) and v2
+ * encrypt (forward-secret), as the honest clients do. An idle connection must not keep its burst's
+ * buffers: the suite reads the server's RSS before they connect, while they wait, and while they
+ * wait after their burst.
  */
-export async function burstThenIdle(target: Target, from: string, count: number): Promise<Tally> {
-  const tally = newTally("burst, then idle");
-  const burst = new Uint8Array(64 * 1024).fill(0x64); // "d"
-  await Promise.all(Array.from({ length: count }, async (_, i) => {
+export class IdleHolders {
+  readonly tally: Tally = newTally("idle holders (a 64 KiB burst each, then idle)");
+  #holders: Holder[] = [];
+
+  private constructor() {}
+
+  /** Opens `count` holders; resolves when every one is authenticated and idle (or failed). */
+  static async open(target: Target, from: string, count: number): Promise<IdleHolders> {
+    const holders = new IdleHolders();
+    await Promise.all(Array.from({ length: count }, async (_, i) => {
+      const holder = await holders.#openOne(
+        target,
+        from,
+        HONEST_VARIANTS[i % HONEST_VARIANTS.length],
+      );
+      if (holder) holders.#holders.push(holder);
+    }));
+    return holders;
+  }
+
+  async #openOne(
+    target: Target,
+    from: string,
+    variant: typeof HONEST_VARIANTS[number],
+  ): Promise<Holder | null> {
+    const tally = this.tally;
     const opened = await openChallenged(target, from, tally);
-    if (!opened) return;
+    if (!opened) {
+      tally.failures++;
+      tally.notes.push("a holder was refused");
+      return null;
+    }
     const { socket, challenge } = opened;
     let stream: ByteStream = socket.stream();
-    if (i % 2 === 0) {
+    if (variant.protocol === 1) {
       await socket.write(computeAnswer(target.key, challenge));
-      tally.authenticated++; // the answer is right: the server counts it before any echo
     } else {
       const hello = await sendHello(stream, target.key, challenge, {
-        digest: "sha256",
-        mode: "encrypt",
+        digest: variant.mode === "integrity" ? variant.digest : "sha256",
+        mode: variant.mode,
+        forwardSecrecy: variant.mode !== "plain", // as connect() chooses
       });
       if (hello.outcome !== "accepted") {
         tally.failures++;
         tally.notes.push(`an honest hello was not accepted: ${hello.outcome}`);
         socket.destroy();
-        return;
+        return null;
       }
-      tally.authenticated++;
-      stream = new FramedConnection(stream, hello.session.frameKeys!);
+      if (variant.mode !== "plain") stream = new FramedConnection(stream, hello.session.frameKeys!);
     }
-    const [, echo] = await Promise.all([writeAll(stream, burst), readAll(stream, burst.length)]);
-    if (!echo?.every((byte) => byte === 0x44)) {
+    // One byte echoed proves the session: the server is now in its echo, waiting to read.
+    const [, echo] = await Promise.all([writeAll(stream, encoder.encode("x")), readAll(stream, 1)]);
+    if (echo?.[0] !== 0x58) {
       tally.failures++;
-      tally.notes.push("a burst came back wrong");
+      tally.notes.push("a holder's one-byte echo did not come back");
+      socket.destroy();
+      return null;
     }
-    await socket.closed; // idle until the server's idle timeout ends it
-  }));
-  return tally;
+    tally.authenticated++;
+    return { socket, stream };
+  }
+
+  /** Holders whose connection is still open. */
+  get open(): number {
+    return this.#holders.filter((holder) => !holder.socket.ended).length;
+  }
+
+  /**
+   * Has every holder echo one 64 KiB burst, `concurrency` at a time; resolves once each has its
+   * whole echo back, checked.
+   */
+  async burst(concurrency: number): Promise<void> {
+    let next = 0;
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (next < this.#holders.length) {
+        const { stream } = this.#holders[next++];
+        const [, echo] = await Promise.all([
+          writeAll(stream, BURST),
+          readAll(stream, BURST.length),
+        ]);
+        if (!echo?.every((byte) => byte === 0x44)) {
+          this.tally.failures++;
+          this.tally.notes.push("a burst came back wrong");
+        }
+      }
+    }));
+  }
+
+  /** Drops every holder's connection; resolves once all are closed, with the tally. */
+  async close(): Promise<Tally> {
+    for (const { socket } of this.#holders) socket.destroy();
+    await Promise.all(this.#holders.map(({ socket }) => socket.closed));
+    return this.tally;
+  }
 }
 
 /** Reads `length` bytes, or null if the stream ends (or fails) first. */
@@ -528,16 +645,34 @@ export async function neverReads(target: Target, from: string, bytes: number): P
   return tally;
 }
 
-/** More connections than the server's descriptor limit, held open, from one address. */
-export async function descriptorFlood(target: Target, from: string, count: number): Promise<Tally> {
-  const tally = newTally(`${count} connections held (> the fd limit)`);
+/** A flood of held connections: see {@linkcode descriptorFlood}. */
+export interface DescriptorFlood {
+  /** Flood connections that got a challenge and are still open. */
+  held(): number;
+  /** Resolves when the server has closed them all (its handshake deadline). */
+  done: Promise<Tally>;
+}
+
+/**
+ * More connections than the server has descriptors, opened at once and held silent until the
+ * handshake deadline closes them. They come from `from` in turn, each address under the
+ * per-address cap, so only the connection cap (or, without it, the kernel) can turn them away.
+ */
+export function descriptorFlood(
+  target: Target,
+  from: readonly string[],
+  count: number,
+): DescriptorFlood {
+  const tally = newTally(`${count} connections held from ${from.length} addresses`);
   const held: RawSocket[] = [];
-  await Promise.all(Array.from({ length: count }, async () => {
-    const opened = await openChallenged(target, from, tally);
+  const opening = Promise.all(Array.from({ length: count }, async (_, i) => {
+    const opened = await openChallenged(target, from[i % from.length], tally);
     if (opened) held.push(opened.socket);
   }));
-  tally.notes.push(`${held.length} got a challenge, ${tally.refused} were refused at once`);
-  // Hold them until the server's handshake deadline closes them.
-  for (const socket of held) await expectRejection(socket, tally);
-  return tally;
+  const done = opening.then(async () => {
+    tally.notes.push(`${held.length} got a challenge, ${tally.refused} were refused at once`);
+    for (const socket of held) await expectRejection(socket, tally);
+    return tally;
+  });
+  return { held: () => held.filter((socket) => !socket.ended).length, done };
 }
