@@ -6,7 +6,8 @@
  * For each mode it starts the real server as its own process, with the serve task's permissions
  * and V8 flags, and reads its RSS (VmRSS) at: the baseline after a warm-up; N idle authenticated
  * connections; the same N once each has echoed K KiB and gone idle, at once and again S seconds
- * later (V8 frees the burst's garbage only at its next collections); and once all N are closed.
+ * later (V8 frees the burst's garbage only at its next collections); and once all N are closed, at
+ * once and again S seconds later (the server asks for one collection once such a wave has gone).
  * A second server, whose connections never carry a burst, gives the RSS that closing them alone
  * leaves. It prints numbers only, and asserts nothing: the targets (an idle connection that has
  * carried a burst costs at most 2× one that has not; RSS back within 2× the baseline once they
@@ -231,6 +232,7 @@ interface Readings {
   afterBurst?: number;
   afterLinger?: number;
   afterClose: number;
+  afterCloseLinger?: number;
 }
 
 /** One server in mode `name`: N connections, with or without a burst each, then all closed. */
@@ -276,6 +278,10 @@ async function measure(name: ModeName, withBurst: boolean): Promise<Readings> {
     await inParallel(connections, (i) => hangUp(clients[i]));
     await untilMetric(server, "connections_open", (open) => open === 0);
     readings.afterClose = await settledRssKiB(pid);
+    if (lingerSeconds > 0) {
+      await delay(lingerSeconds * 1000);
+      readings.afterCloseLinger = await settledRssKiB(pid);
+    }
     return readings;
   } finally {
     server.child.kill("SIGTERM");
@@ -312,16 +318,17 @@ for (const name of modes) {
     if (rss === undefined) continue;
     line(what, rss, `${each(rss - r.baseline)}  ${times((rss - r.baseline) / idleEach, "idle")}`);
   }
-  line(
-    "all closed",
-    r.afterClose,
-    `${"".padStart(13)}${times(r.afterClose / r.baseline, "baseline")}`,
-  );
-  line(
-    "all closed, never a burst",
-    control.afterClose,
-    `${"".padStart(13)}${times(control.afterClose / control.baseline, "its baseline")}`,
-  );
+  for (
+    const [what, readings, rss, of] of [
+      ["all closed", r, r.afterClose, "baseline"],
+      [`the same, ${lingerSeconds} s later`, r, r.afterCloseLinger, "baseline"],
+      ["all closed, never a burst", control, control.afterClose, "its baseline"],
+      [`the same, ${lingerSeconds} s later`, control, control.afterCloseLinger, "its baseline"],
+    ] as const
+  ) {
+    if (rss === undefined) continue;
+    line(what, rss, `${"".padStart(13)}${times(rss / readings.baseline, of)}`);
+  }
   console.log(
     JSON.stringify({
       mode: name,
