@@ -192,9 +192,7 @@ for (const workers of [1, 2]) {
       ["--port", "0", "--metrics-port", "0", "--secret-file", file, "--workers", String(workers)],
       fresh.env,
     );
-    const say = (secret: string, text: string) =>
-      exchange({ secret: encoder.encode(secret), port, message: encoder.encode(text) })
-        .then((reply) => decoder.decode(reply));
+    const say = (secret: string, text: string) => sayWith(secret, port, text);
     let port = 0;
     let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
     try {
@@ -230,6 +228,25 @@ for (const workers of [1, 2]) {
   });
 }
 
+/** `serve` with both secret files, and a metrics port: a server that can rotate by SIGHUP. */
+function startRotating(env: Record<string, string>, secretFile: string, previousFile: string) {
+  return startServeTask(
+    ["--port", "0", "--metrics-port", "0", "--secret-file", secretFile]
+      .concat(["--previous-secret-file", previousFile]),
+    env,
+  );
+}
+
+/** One exchange under `secret`; the reply as text. */
+async function sayWith(secret: string, port: number, text: string): Promise<string> {
+  const reply = await exchange({
+    secret: encoder.encode(secret),
+    port,
+    message: encoder.encode(text),
+  });
+  return decoder.decode(reply);
+}
+
 Deno.test("SIGHUP reloads --previous-secret-file; a bad one keeps the previous secret in use", async () => {
   await using fresh = await freshEnv();
   const secretFile = `${fresh.home}/secret`;
@@ -239,22 +256,8 @@ Deno.test("SIGHUP reloads --previous-secret-file; a bad one keeps the previous s
   const newPrevious = "the previous secret after SIGHUP!";
   await Deno.writeTextFile(secretFile, current, { mode: 0o600 });
   await Deno.writeTextFile(previousFile, oldPrevious, { mode: 0o600 });
-  const server = startServeTask(
-    [
-      "--port",
-      "0",
-      "--metrics-port",
-      "0",
-      "--secret-file",
-      secretFile,
-      "--previous-secret-file",
-      previousFile,
-    ],
-    fresh.env,
-  );
-  const say = (secret: string, text: string) =>
-    exchange({ secret: encoder.encode(secret), port, message: encoder.encode(text) })
-      .then((reply) => decoder.decode(reply));
+  const server = startRotating(fresh.env, secretFile, previousFile);
+  const say = (secret: string, text: string) => sayWith(secret, port, text);
   let port = 0;
   try {
     port = await server.port();
@@ -306,22 +309,8 @@ Deno.test("SIGHUP alone begins and ends a rotation when the previous file starts
   for (const file of [secretFile, previousFile]) {
     await Deno.writeTextFile(file, first, { mode: 0o600 });
   }
-  const server = startServeTask(
-    [
-      "--port",
-      "0",
-      "--metrics-port",
-      "0",
-      "--secret-file",
-      secretFile,
-      "--previous-secret-file",
-      previousFile,
-    ],
-    fresh.env,
-  );
-  const say = (secret: string, text: string) =>
-    exchange({ secret: encoder.encode(secret), port, message: encoder.encode(text) })
-      .then((reply) => decoder.decode(reply));
+  const server = startRotating(fresh.env, secretFile, previousFile);
+  const say = (secret: string, text: string) => sayWith(secret, port, text);
   const reload = async () => {
     const after = server.lines.length;
     server.kill("SIGHUP");
