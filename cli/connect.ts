@@ -392,7 +392,7 @@ async function sendMessage(client: Parameters<typeof relay>[0], message: string)
 }
 
 /** What this client asked the server for: the advice after a rejection depends on it. */
-type Requested = Pick<ConnectSettings, "protocol" | "mode" | "forwardSecrecy">;
+type Requested = Pick<ConnectSettings, "mode" | "forwardSecrecy">;
 
 /**
  * The command line's advice after a library error, by error reason. A rejection or a close is not

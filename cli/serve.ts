@@ -261,6 +261,8 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
     secret: secrets.secret,
     previousSecret: secrets.previousSecret,
     ...clampToOpenFiles(settings, logger),
+    // The process is the server's alone: it may give back the memory of a wave of closes.
+    collectAfterCloses: true,
   };
   if (config.sha1Prefix) {
     logger.log("warn", "legacy-digest-enabled", {
@@ -305,6 +307,7 @@ export async function runServe(command: Extract<ServeCommand, { kind: "serve" }>
 
   // Handlers first: a signal sent as soon as "listening" appears must find them in place.
   const stopReloading = reloadSecretsOnHangUp({ ...command, env }, server, logger, reloads);
+  // A copy: LogFields wants an index signature, which ShutdownSettings does not declare.
   const shutdownSignal = waitForShutdownSignal(logger, { ...command.shutdown });
   logListening(logger, server, config, secrets.source);
   await shutdownSignal;

@@ -109,7 +109,7 @@ function rejectionMessage(server: string, reason: RejectionReason): string {
   const unauthenticated = `(${reason}, an unauthenticated answer)`;
   switch (reason) {
     case "rejected": // v1: the server closed without a word, whatever its reason
-      return `Authentication rejected by ${server}: check the secret (a server that requires ` +
+      return `Authentication rejected by ${server} (an unauthenticated close): check the secret (a server that requires ` +
         "protocol 2 rejects a protocol 1 answer the same way, and one throttling this address " +
         "after failed handshakes closes without checking)";
     case "wrong-proof":

@@ -6,7 +6,9 @@
  * (`deno task memory --connections 5000 --modes encrypt,plain`, connections that had each echoed 64
  * KiB, all closed, 30 s later): without this, the heap still held 61 MiB against 27 MiB at the
  * baseline and RSS was 2.29× the baseline (`encrypt`); with it, 1.44× (`plain`: 1.33×). The
- * collection runs once per wave, and only once most connections have gone.
+ * collection runs once per wave, and only once most connections have gone. It is on when the
+ * server's configuration says `collectAfterCloses` (the `serve` command's does): it sets a V8 flag
+ * for the whole process, which is for the process's owner to choose.
  *
  * @module
  */

@@ -130,6 +130,14 @@ export interface ServerConfig {
   targetTimeoutMs?: number;
   /** TCP keepalive probes on client connections and on forward targets. Default true. */
   keepAlive?: boolean;
+  /**
+   * Ask V8 for one full collection once a wave of at least 1 000 connections has closed (see
+   * `server/collect_garbage.ts`), so that an idle server gives their memory back. It sets V8's
+   * `--expose-gc` for the whole process and pauses all of it for the collection, so it is the
+   * command's choice (`serve` turns it on), not a library's. Counted per worker thread. Default
+   * false.
+   */
+  collectAfterCloses?: boolean;
 }
 
 /**
@@ -165,6 +173,7 @@ export interface ResolvedConfig {
   forward?: ForwardTarget;
   targetTimeoutMs: number;
   keepAlive: boolean;
+  collectAfterCloses: boolean;
 }
 
 /**
@@ -251,6 +260,7 @@ export function resolveSettings(
       config.targetTimeoutMs ?? DEFAULT_TARGET_TIMEOUT_MS,
     ),
     keepAlive: flag("keepAlive", config.keepAlive ?? true),
+    collectAfterCloses: flag("collectAfterCloses", config.collectAfterCloses ?? false),
   };
   const v1Refused = resolved.require !== undefined
     ? `require: "${resolved.require}"`

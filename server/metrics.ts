@@ -45,7 +45,8 @@ const RETRY_LAST_MS = 5_000;
  *
  * Deno's HTTP server stops accepting for good after one "too many open files"; the endpoint
  * then listens again on the same port, at once, or while that fails every 100 ms doubling to 5 s:
- * a balancer's health check must not fail for longer than the descriptor shortage itself.
+ * a balancer's health check must not fail for longer than the descriptor shortage itself. If
+ * another socket has taken the port meanwhile, it says so through `onError` and stops trying.
  *
  * @example
  * ```ts
@@ -100,6 +101,8 @@ export function serveMetrics(options: MetricsOptions): MetricsServer {
         http = listen(addr.port);
       } catch (error) {
         onError(error);
+        // Another socket has taken the port while it was free: waiting will not give it back.
+        if (error instanceof Deno.errors.AddrInUse) return;
         return listenAgain(Math.min(RETRY_LAST_MS, Math.max(RETRY_FIRST_MS, 2 * waitMs)));
       }
       watch(http);
@@ -110,6 +113,7 @@ export function serveMetrics(options: MetricsOptions): MetricsServer {
   const watch = (server: Deno.HttpServer<Deno.NetAddr>) =>
     server.finished.catch((error) => {
       onError(error);
+      server.shutdown().catch(() => {}); // let go of whatever it still holds
       if (!stopped) listenAgain(0);
     });
   watch(http);

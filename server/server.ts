@@ -148,7 +148,7 @@ export class Server implements RunningServer {
   /** This server's counters; the bytes of open connections are added when a snapshot is taken. */
   #stats = emptyStats();
   #sweeper: ReturnType<typeof setInterval>;
-  #collector = new CollectAfterCloses();
+  #collector?: CollectAfterCloses;
   #stopping = new AbortController();
   #acceptLoop: Promise<void>;
   #closed?: Promise<void>;
@@ -165,6 +165,7 @@ export class Server implements RunningServer {
     this.#nextId = settings.firstId ?? 1;
     this.#idStep = settings.idStep ?? 1;
     this.#limits = settings.limits ?? new ThreadLimits(this.#config);
+    if (this.#config.collectAfterCloses) this.#collector = new CollectAfterCloses();
     // One sweep over all sessions instead of a timer per connection for the handshake deadline,
     // or one reset on every read for the idle timeout: the hot path only bumps a counter, and a
     // connection is closed between one and 1.25 of either timeout. Dropping the per-connection
@@ -533,7 +534,7 @@ export class Server implements RunningServer {
    */
   #sweep(): void {
     const now = performance.now();
-    this.#collector.observe(this.#sessions.size, now);
+    this.#collector?.observe(this.#sessions.size, now);
     const { handshakeTimeoutMs, idleTimeoutMs } = this.#config;
     for (const session of this.#sessions) {
       if (!session.authenticated) {

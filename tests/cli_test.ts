@@ -626,7 +626,7 @@ Deno.test("serve --integrity: connect --integrity and --encrypt get in; weaker c
     assert.equal(v1.code, 1);
     assert.match(
       v1.stderr,
-      /Authentication rejected by 127\.0\.0\.1:\d+: check the secret \(a server that requires protocol 2 rejects a protocol 1 answer the same way/,
+      /Authentication rejected by 127\.0\.0\.1:\d+ \(an unauthenticated close\): check the secret \(a server that requires protocol 2 rejects a protocol 1 answer the same way/,
     );
     await server.waitForLine(/ rejected .*reason=v1-refused/);
   } finally {

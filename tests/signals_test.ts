@@ -107,9 +107,9 @@ Deno.test("SIGTERM with --drain-delay: /healthz says 503 while new clients are s
 
 Deno.test("SIGTERM with --drain-delay and --grace-period: serve on, stop accepting, close the held session, exit 0", async () => {
   await using fresh = await freshEnv({ HMAC_ECHO_SECRET: decoder.decode(SECRET) });
-  // 2 s, not 1: the late client and the health check must fit inside the delay on a busy machine.
+  // 5 s: the late client and the health check must fit inside the delay on a busy machine.
   const server = startServeTask(
-    ["--port", "0", "--metrics-port", "0", "--drain-delay", "2", "--grace-period", "1"],
+    ["--port", "0", "--metrics-port", "0", "--drain-delay", "5", "--grace-period", "1"],
     fresh.env,
   );
   let held: Awaited<ReturnType<typeof openAuthenticated>> | undefined;
@@ -122,7 +122,7 @@ Deno.test("SIGTERM with --drain-delay and --grace-period: serve on, stop accepti
         .match(/ id=(\d+) /)![1];
 
     server.kill("SIGTERM");
-    await server.waitForLine(/ draining drainDelayMs=2000$/);
+    await server.waitForLine(/ draining drainDelayMs=5000$/);
     assert.deepEqual(await httpGet(metrics, "/healthz"), { status: 503, body: "draining\n" });
     const reply = await exchange({ secret: SECRET, port, message: encoder.encode("late") });
     assert.equal(decoder.decode(reply), "LATE", "a client sent during the delay is served");
@@ -144,7 +144,7 @@ Deno.test("SIGTERM with --drain-delay and --grace-period: serve on, stop accepti
     assert.equal(status.code, 0, server.lines.join("\n"));
     const events = [
       / shutting-down signal=SIGTERM /,
-      / draining drainDelayMs=2000$/,
+      / draining drainDelayMs=5000$/,
       new RegExp(` authenticated id=(?!${heldId} )\\d+ `), // the late client
       / draining sessions=1 gracePeriodMs=1000$/,
       / grace-period-over closing=1$/,
