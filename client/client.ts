@@ -109,9 +109,9 @@ function rejectionMessage(server: string, reason: RejectionReason): string {
   const unauthenticated = `(${reason}, an unauthenticated answer)`;
   switch (reason) {
     case "rejected": // v1: the server closed without a word, whatever its reason
-      return `Authentication rejected by ${server} (an unauthenticated close): check the secret (a server that requires ` +
-        "protocol 2 rejects a protocol 1 answer the same way, and one throttling this address " +
-        "after failed handshakes closes without checking)";
+      return `Authentication rejected by ${server} (an unauthenticated close): check the ` +
+        "secret (a server that requires protocol 2 rejects a protocol 1 answer the same way, and " +
+        "one throttling this address after failed handshakes closes without checking)";
     case "wrong-proof":
       return `Authentication rejected by ${server} ${unauthenticated}: check the secret`;
     case "unsupported-digest":
