@@ -17,7 +17,7 @@
  */
 
 import { parseArgs } from "node:util";
-import denoConfig from "../deno.json" with { type: "json" };
+import { linesOf, taskArgs } from "../tools/harness.ts";
 import { writeAll } from "../_io.ts";
 import { type Client, connect } from "../client/client.ts";
 import type { FrameMode } from "../protocol/frames.ts";
@@ -83,18 +83,11 @@ interface ServerProcess {
   drained: Promise<void>;
 }
 
-/** `deno task serve` without the task runner in between: its `deno` arguments, split. */
-function serveTaskArgs(): string[] {
-  const [deno, ...args] = denoConfig.tasks.serve.split(" ");
-  if (deno !== "deno") throw new Error(`the serve task does not start with "deno": ${deno}`);
-  return args;
-}
-
 /** Starts `serve` as the serve task does: its permissions and V8 flags, read from deno.json. */
 async function startServer(extraFlags: readonly string[], home: string): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      ...serveTaskArgs(),
+      ...taskArgs("serve"),
       "--port",
       "0",
       "--metrics-port",
@@ -118,26 +111,19 @@ async function startServer(extraFlags: readonly string[], home: string): Promise
   const addresses: Record<string, number> = {};
   const ready = Promise.withResolvers<void>();
   const drained = (async () => {
-    let pending = "";
-    for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      let newline;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        let event;
-        try {
-          event = JSON.parse(line);
-        } catch {
-          console.error(`server: ${line}`);
-          continue;
-        }
-        if (event.event === "listening" || event.event === "metrics") {
-          addresses[event.event] = Number(String(event.address).split(":").pop());
-          if ("listening" in addresses && "metrics" in addresses) ready.resolve();
-        } else if (event.level !== "notice") {
-          console.error(`server: ${line}`);
-        }
+    for await (const line of linesOf(child.stderr)) {
+      let event;
+      try {
+        event = JSON.parse(line);
+      } catch {
+        console.error(`server: ${line}`);
+        continue;
+      }
+      if (event.event === "listening" || event.event === "metrics") {
+        addresses[event.event] = Number(String(event.address).split(":").pop());
+        if ("listening" in addresses && "metrics" in addresses) ready.resolve();
+      } else if (event.level !== "notice") {
+        console.error(`server: ${line}`);
       }
     }
   })();

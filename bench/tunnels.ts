@@ -12,7 +12,7 @@
  * - bulk MB/s over one connection, each way: bench/native/bulk.c through the tunnel.
  */
 
-import denoConfig from "../deno.json" with { type: "json" };
+import { taskArgs } from "../tools/harness.ts";
 import type { BenchResult, Metric } from "./report.ts";
 import { median } from "./report.ts";
 
@@ -177,11 +177,6 @@ async function waitForBulk(port: number, bulk: string, what: string): Promise<vo
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error(`${what} did not pass a byte to the bulk target`);
-}
-
-/** The deno.json task's own `deno run` arguments, as the tests start the commands. */
-function taskArgs(name: "serve" | "connect"): string[] {
-  return denoConfig.tasks[name].split(" ").slice(1);
 }
 
 function contenders(root: string): Contender[] {

@@ -16,7 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
-import denoConfig from "../deno.json" with { type: "json" };
+import { linesOf, taskArgs } from "../tools/harness.ts";
 import { concat } from "../_io.ts";
 import { SecretKeys } from "../protocol/keys.ts";
 import * as attack from "./attackers.ts";
@@ -101,13 +101,6 @@ const home = await Deno.makeTempDir({ prefix: "hmac-echo-chaos-" });
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
 
-/** `deno task serve` without the task runner in between: its `deno` arguments, split. */
-function serveTaskArgs(): string[] {
-  const [deno, ...args] = denoConfig.tasks.serve.split(" ");
-  if (deno !== "deno") throw new Error(`the serve task does not start with "deno": ${deno}`);
-  return args;
-}
-
 /** `hmac-echo serve` in a process of its own, as the serve task starts it, and what it logs. */
 class ServerUnderTest {
   readonly events: Record<string, unknown>[] = [];
@@ -129,7 +122,7 @@ class ServerUnderTest {
   /** Starts it under `ulimit -n FD_LIMIT`; resolves once it listens. */
   static async start(extraArgs: string[]): Promise<ServerUnderTest> {
     const args = [
-      ...serveTaskArgs(),
+      ...taskArgs("serve"),
       ...["--port", "0", "--metrics-port", "0", "--log-format", "json"],
       ...extraArgs,
     ];
@@ -158,20 +151,13 @@ class ServerUnderTest {
   }
 
   async #read(): Promise<void> {
-    let pending = "";
-    for await (const text of this.#child.stderr.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      let newline;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        try {
-          const event = JSON.parse(line);
-          this.events.push(event);
-          this.#onEvent?.(event);
-        } catch {
-          console.error(`server (not JSON): ${line}`);
-        }
+    for await (const line of linesOf(this.#child.stderr)) {
+      try {
+        const event = JSON.parse(line);
+        this.events.push(event);
+        this.#onEvent?.(event);
+      } catch {
+        console.error(`server (not JSON): ${line}`);
       }
     }
   }

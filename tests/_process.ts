@@ -1,18 +1,12 @@
 /** Helpers for tests that run hmac-echo as a real process. */
 
-import assert from "node:assert/strict";
-import denoConfig from "../deno.json" with { type: "json" };
+import { linesOf, taskArgs } from "../tools/harness.ts";
 import { readToEnd, withTimeout } from "./_helpers.ts";
+
+export { taskArgs };
 
 /** The project's root, where deno.json and main.ts are. */
 export const ROOT = new URL("../", import.meta.url).pathname;
-
-/** `deno task NAME` without the task runner in between: its `deno` arguments, split. */
-export function taskArgs(name: "serve" | "connect"): string[] {
-  const [deno, ...args] = denoConfig.tasks[name].split(" ");
-  assert.equal(deno, "deno");
-  return args;
-}
 
 /**
  * Starts `serve` exactly as the `serve` task would, with its permissions and nothing more; with
@@ -81,18 +75,11 @@ export class ServerProcess {
   }
 
   async #drain(): Promise<void> {
-    let pending = "";
-    for await (const text of this.#child.stderr.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      let newline;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        this.lines.push(line);
-        this.#waiters = this.#waiters.filter((w) =>
-          !(w.pattern.test(line) && (w.resolve(line), true))
-        );
-      }
+    for await (const line of linesOf(this.#child.stderr)) {
+      this.lines.push(line);
+      this.#waiters = this.#waiters.filter((w) =>
+        !(w.pattern.test(line) && (w.resolve(line), true))
+      );
     }
   }
 
