@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { type BenchResult, drawCharts, median, type Metric } from "./report.ts";
 import { benchTunnels, TUNNEL_METRICS } from "./tunnels.ts";
 import { hmacEchoCommand, SEMI_SPACE } from "./hmac_echo_command.ts";
+import { cpuTicks, PINNED, pinned as pinnedTo, startOnFreePort } from "./_process.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -33,7 +34,6 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const BUILD = `${ROOT}bench/.build`;
 const RESULTS = `${ROOT}bench/results`;
 const SECRET = "benchmark secret, not for production";
-const PINNED = Deno.build.os === "linux" && navigator.hardwareConcurrency >= 2;
 
 // --- the contenders ---------------------------------------------------------------------------
 interface ServerSpec {
@@ -205,17 +205,11 @@ const METRICS: Metric[] = [
 const QUICK_METRICS = new Set(["sessions-c10", "rtt-100", "bulk", "rss-per-idle-1000"]);
 
 // --- plumbing ---------------------------------------------------------------------------------
-/**
- * Server ports come from below Linux's ephemeral range (32768 and up), where the generator's own
- * outgoing connections take their local ports; a port still taken anyway is skipped.
- */
-let nextPort = 20_000 + Math.floor(Math.random() * 10_000);
-
 /** Set while measuring --workers, which is about using both cores: nothing is pinned then. */
 let pinningOff = false;
 
 function pinned(core: number, command: string[]): string[] {
-  return PINNED && !pinningOff ? ["taskset", "-c", String(core), ...command] : command;
+  return pinningOff ? command : pinnedTo(core, command);
 }
 
 interface Running {
@@ -225,36 +219,12 @@ interface Running {
 }
 
 async function startServer(spec: ServerSpec): Promise<Running> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await startServerOn(spec, nextPort++);
-    } catch (error) {
-      if (attempt === 5 || !/already in use/.test(String(error))) throw error;
-    }
-  }
-}
-
-async function startServerOn(spec: ServerSpec, port: number): Promise<Running> {
-  const [command, ...args] = pinned(0, spec.command(port));
-  const child = new Deno.Command(command, {
-    args,
-    env: { HMAC_ECHO_SECRET: SECRET, XDG_CONFIG_HOME: `${BUILD}/config`, NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  // Ready when the server says it listens; its stderr is then drained so it never blocks.
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!/listening/.test(seen)) {
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`${spec.name} exited before listening: ${seen}`);
-    seen += value;
-  }
-  (async () => {
-    while (!(await reader.read()).done);
-  })();
-  return { child, port, pid: child.pid };
+  const server = await startOnFreePort(
+    spec.name,
+    (port) => pinned(0, spec.command(port)),
+    { HMAC_ECHO_SECRET: SECRET, XDG_CONFIG_HOME: `${BUILD}/config`, NO_COLOR: "1" },
+  );
+  return { ...server, pid: server.child.pid };
 }
 
 async function stopServer(server: Running): Promise<void> {
@@ -264,18 +234,6 @@ async function stopServer(server: Running): Promise<void> {
     // already gone
   }
   await server.child.status;
-}
-
-function cpuTicks(pid: number): number {
-  try {
-    const stat = new TextDecoder().decode(
-      new Deno.Command("cat", { args: [`/proc/${pid}/stat`] }).outputSync().stdout,
-    );
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]); // utime + stime, in clock ticks (1/100 s)
-  } catch {
-    return NaN;
-  }
 }
 
 function rssKiB(pid: number): number {

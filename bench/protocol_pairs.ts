@@ -16,6 +16,7 @@
 import { parseArgs } from "node:util";
 import { median } from "./report.ts";
 import { hmacEchoCommand } from "./hmac_echo_command.ts";
+import { cpuTicks, pinned, type RunningServer, startOnFreePort } from "./_process.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -29,50 +30,19 @@ const ROUNDS = Number(flags.rounds);
 const VARIANTS = flags.variants.split(",");
 const ROOT = new URL("../", import.meta.url).pathname;
 const SECRET = "benchmark secret, not for production";
-const PINNED = Deno.build.os === "linux" && navigator.hardwareConcurrency >= 2;
-const pinned = (core: number, command: string[]) =>
-  PINNED ? ["taskset", "-c", String(core), ...command] : command;
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
-/** utime + stime of `pid`, through cat as bench.ts reads it (Deno asks --allow-all for /proc). */
-function cpuTicks(pid: number): number {
-  const stat = decode(new Deno.Command("cat", { args: [`/proc/${pid}/stat`] }).outputSync().stdout);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime + stime, 1/100 s
-}
-
-/** Starts hmac-echo on a free port below the ephemeral range, as bench.ts does. */
-async function startServer(): Promise<{ child: Deno.ChildProcess; port: number }> {
-  for (let attempt = 1;; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 10_000);
-    const [command, ...args] = pinned(0, hmacEchoCommand(port));
-    const child = new Deno.Command(command, {
-      args,
-      env: { HMAC_ECHO_SECRET: SECRET, NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
-    while (!/listening/.test(seen)) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      seen += value;
-    }
-    if (/listening/.test(seen)) {
-      (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return { child, port };
-    }
-    await child.status;
-    if (attempt === 5 || !/already in use/.test(seen)) throw new Error(`serve failed: ${seen}`);
-  }
+/** Starts hmac-echo as bench.ts does, pinned to core 0. */
+function startServer(): Promise<RunningServer> {
+  return startOnFreePort(
+    "hmac-echo",
+    (port) => pinned(0, hmacEchoCommand(port)),
+    { HMAC_ECHO_SECRET: SECRET, NO_COLOR: "1" },
+  );
 }
 
 /** One sessions run of `variant`: sessions/s and the server's CPU µs per session. */
-async function sessions(variant: string, server: { child: Deno.ChildProcess; port: number }) {
+async function sessions(variant: string, server: RunningServer) {
   const before = cpuTicks(server.child.pid);
   const [command, ...args] = pinned(1, [
     "node",
