@@ -525,7 +525,6 @@ if (!protocolOnly && (tunnelsOnly || !flags.only)) {
   const tunnels = await benchTunnels({
     quick,
     repeats: REPEATS,
-    root: ROOT,
     build: BUILD,
     log: (line) => console.log(line),
   });

@@ -12,7 +12,7 @@
  * - bulk MB/s over one connection, each way: bench/native/bulk.c through the tunnel.
  */
 
-import { taskArgs } from "../tools/harness.ts";
+import { taskCommand } from "../tools/harness.ts";
 import type { BenchResult, Metric } from "./report.ts";
 import { median } from "./report.ts";
 
@@ -179,7 +179,7 @@ async function waitForBulk(port: number, bulk: string, what: string): Promise<vo
   throw new Error(`${what} did not pass a byte to the bulk target`);
 }
 
-function contenders(root: string): Contender[] {
+function contenders(): Contender[] {
   const deno = Deno.execPath();
   return [
     {
@@ -193,7 +193,7 @@ function contenders(root: string): Contender[] {
         const localPort = freePort();
         const env = { HMAC_ECHO_SECRET: SECRET };
         const server = spawn(deno, [
-          ...taskArgs("serve").map((arg) => arg === "main.ts" ? `${root}main.ts` : arg),
+          ...taskCommand("serve").slice(1),
           "--port",
           String(serverPort),
           "--forward",
@@ -205,7 +205,7 @@ function contenders(root: string): Contender[] {
           "0",
         ], env);
         const client = spawn(deno, [
-          ...taskArgs("connect").map((arg) => arg === "main.ts" ? `${root}main.ts` : arg),
+          ...taskCommand("connect").slice(1),
           "--port",
           String(serverPort),
           "--listen",
@@ -343,8 +343,7 @@ const mean = (values: number[]) => values.reduce((sum, v) => sum + v, 0) / value
 export interface TunnelBenchOptions {
   quick: boolean;
   repeats: number;
-  /** The project's root and where bench.ts built the native tools. */
-  root: string;
+  /** Where bench.ts built the native tools. */
   build: string;
   log: (line: string) => void;
 }
@@ -356,7 +355,7 @@ export async function benchTunnels(
   const skipped: string[] = [];
   const needed = installed("redis-server") ?? installed("redis-benchmark", ["--version"]);
   if (needed) return { results: [], ratios: {}, skipped: [`all tunnels: ${needed}`] };
-  const { quick, repeats, root, build, log } = options;
+  const { quick, repeats, build, log } = options;
   const requests = quick ? 20_000 : 50_000;
   const churn = quick ? 2_000 : 5_000;
   const bulkBytes = (quick ? 64 : 256) * 1024 * 1024;
@@ -386,7 +385,7 @@ export async function benchTunnels(
   try {
     await waitForPong(redisPort, "redis-server", redis.output);
     await waitForBulk(bulkPort, bulk, "the bulk target");
-    for (const contender of contenders(root)) {
+    for (const contender of contenders()) {
       if (contender.missing) {
         skipped.push(`${contender.name}: ${contender.missing}`);
         continue;

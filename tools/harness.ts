@@ -15,6 +15,13 @@ export function taskArgs(name: "serve" | "connect"): string[] {
   return args;
 }
 
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** The task's whole command, `deno` and `main.ts` as absolute paths: it runs from any folder. */
+export function taskCommand(name: "serve" | "connect"): string[] {
+  return [Deno.execPath(), ...taskArgs(name).map((arg) => arg === "main.ts" ? MAIN : arg)];
+}
+
 /** The complete lines of `stream`, as they arrive; a last line without its newline is dropped. */
 export async function* linesOf(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   let pending = "";
